@@ -1,0 +1,217 @@
+"""The metadata an exported graph carries in its ONNX ``metadata_props``.
+
+Everything the scorer needs to feed the graph and read its outputs travels inside the ``.onnx`` file
+under one key, :data:`METADATA_KEY`, as JSON with a schema version. This module is pure Python so the
+scorer can read it without TensorFlow.
+
+Graph interface (names are fixed by the schema, not stored per model):
+
+inputs
+    ``images``      float32 ``[N, H, W, C]`` (layout ``NHWC``) or ``[N, C, H, W]`` (``NCHW``),
+                    already preprocessed as :class:`Preprocessing` says.
+    ``seed``        int64 scalar, ``0 <= seed < 2**63``.
+    ``pass_start``  int64 scalar, index of the first pass computed by this call.
+    ``pass_count``  int64 scalar, number of passes ``T`` computed by this call.
+outputs
+    ``passes``       float32 ``[N, T, C]``: per-pass probabilities (``output_kind == "probabilities"``)
+                     or raw values (``"values"``).
+    ``pass_sum``     float32 ``[N, C]``: sum over the T passes.
+    ``pass_m2``      float32 ``[N, C]``: sum over the T passes of squared deviations from their mean.
+    ``entropy_sum``  float32 ``[N]``: sum over passes of the entropy of each pass (probabilities only).
+    ``votes``        float32 ``[N, C]``: number of passes whose argmax is each class (probabilities only).
+
+Pass ``t`` of seed ``s`` uses the same dropout masks for every image, whatever ``pass_start`` or the
+batch, so results can be computed in any batching or pass chunking and combined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+METADATA_KEY = "mcd_score"
+SCHEMA_VERSION = 1
+
+INPUT_IMAGES = "images"
+INPUT_SEED = "seed"
+INPUT_PASS_START = "pass_start"
+INPUT_PASS_COUNT = "pass_count"
+OUTPUT_PASSES = "passes"
+OUTPUT_SUM = "pass_sum"
+OUTPUT_M2 = "pass_m2"
+OUTPUT_ENTROPY_SUM = "entropy_sum"
+OUTPUT_VOTES = "votes"
+
+OUTPUT_KINDS = ("probabilities", "values")
+HEADS = ("softmax", "sigmoid", "linear")
+COLOR_MODES = ("rgb", "grayscale")
+LAYOUTS = ("NHWC", "NCHW")
+RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "box")
+SITE_KINDS = ("dropout", "spatial_dropout", "gaussian_dropout", "alpha_dropout")
+
+
+class MetadataError(ValueError):
+    """The metadata is missing, malformed or of an unknown schema version."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How to turn an image file into one row of ``images``.
+
+    Pixels are decoded to ``color_mode``, resized to ``height x width`` with ``resize_method``, then
+    ``x = (pixel * scale + offset - mean[c]) / std[c]`` per channel ``c`` (``pixel`` in ``0..255``).
+    """
+
+    height: int
+    width: int
+    color_mode: str = "rgb"
+    scale: float = 1.0 / 255.0
+    offset: float = 0.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    resize_method: str = "bilinear"
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "grayscale" else 3
+
+    def check(self) -> None:
+        """Raise :class:`MetadataError` if a field is out of range."""
+        if self.height < 1 or self.width < 1:
+            raise MetadataError(f"image size must be positive, got {self.height}x{self.width}")
+        if self.color_mode not in COLOR_MODES:
+            raise MetadataError(f"color_mode {self.color_mode!r} is not one of {COLOR_MODES}")
+        if self.resize_method not in RESIZE_METHODS:
+            raise MetadataError(
+                f"resize_method {self.resize_method!r} is not one of {RESIZE_METHODS}"
+            )
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and len(values) not in (1, self.channels):
+                raise MetadataError(
+                    f"{name} has {len(values)} values, expected 1 or {self.channels} "
+                    f"for color mode {self.color_mode!r}"
+                )
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise MetadataError("std must not contain zeros")
+
+
+@dataclass(frozen=True)
+class DropoutSite:
+    """One stochastic layer of the exported graph.
+
+    ``mask_shape`` is the shape of one pass's mask without the batch axis (noise shape resolved),
+    in the layout of the Keras layer's input.
+    """
+
+    name: str
+    kind: str
+    rate: float
+    mask_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything stored under :data:`METADATA_KEY`."""
+
+    input_shape: tuple[int | None, ...]
+    layout: str
+    preprocessing: Preprocessing
+    output_kind: str
+    head: str
+    num_outputs: int
+    dropout_sites: tuple[DropoutSite, ...]
+    class_names: tuple[str, ...] | None = None
+    source_sha256: str = ""
+    source_name: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    opset: int = 0
+    ir_version: int = 0
+    trunk: str = "cached"
+    bytes_per_image: int = 0
+    bytes_per_image_pass: int = 0
+    schema_version: int = SCHEMA_VERSION
+    input_name: str = INPUT_IMAGES
+    input_dtype: str = "float32"
+
+    @property
+    def num_classes(self) -> int:
+        """Width ``C`` of the ``passes`` output."""
+        return self.num_outputs
+
+    def check(self) -> None:
+        """Raise :class:`MetadataError` if the metadata is inconsistent."""
+        if self.layout not in LAYOUTS:
+            raise MetadataError(f"layout {self.layout!r} is not one of {LAYOUTS}")
+        if self.output_kind not in OUTPUT_KINDS:
+            raise MetadataError(f"output_kind {self.output_kind!r} is not one of {OUTPUT_KINDS}")
+        if self.num_outputs < 1:
+            raise MetadataError(f"num_outputs must be >= 1, got {self.num_outputs}")
+        if self.class_names is not None and len(self.class_names) != self.num_outputs:
+            raise MetadataError(
+                f"{len(self.class_names)} class names for {self.num_outputs} outputs"
+            )
+        for site in self.dropout_sites:
+            if site.kind not in SITE_KINDS:
+                raise MetadataError(f"dropout site {site.name!r} has unknown kind {site.kind!r}")
+        self.preprocessing.check()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        """Parse :meth:`to_json` output; raise :class:`MetadataError` if it is not valid."""
+        try:
+            data: dict[str, Any] = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise MetadataError(f"metadata is not valid JSON: {error}") from error
+        if not isinstance(data, dict):
+            raise MetadataError("metadata is not a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise MetadataError(
+                f"metadata schema version {version!r} is not supported "
+                f"(this mcd-score reads version {SCHEMA_VERSION}); re-export the model "
+                "with a matching mcd-export"
+            )
+        try:
+            pre = dict(data.pop("preprocessing"))
+            for key in ("mean", "std"):
+                if pre.get(key) is not None:
+                    pre[key] = tuple(pre[key])
+            sites = tuple(
+                DropoutSite(
+                    name=s["name"], kind=s["kind"], rate=float(s["rate"]),
+                    mask_shape=tuple(s["mask_shape"]),
+                )
+                for s in data.pop("dropout_sites")
+            )
+            names = data.pop("class_names", None)
+            meta = cls(
+                preprocessing=Preprocessing(**pre),
+                dropout_sites=sites,
+                class_names=tuple(names) if names is not None else None,
+                input_shape=tuple(data.pop("input_shape")),
+                **data,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise MetadataError(f"metadata is malformed: {error}") from error
+        meta.check()
+        return meta
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` entries to stamp on the ONNX model."""
+        return {METADATA_KEY: self.to_json()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> ModelMetadata:
+        """Read the metadata from a ``metadata_props`` mapping."""
+        if METADATA_KEY not in props:
+            raise MetadataError(
+                f"the model has no {METADATA_KEY!r} metadata: it was not written by mcd-export; "
+                "export it with `mcd-export MODEL.keras MODEL.onnx`"
+            )
+        return cls.from_json(props[METADATA_KEY])
