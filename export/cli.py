@@ -1,0 +1,106 @@
+"""``mcd-export MODEL OUT.onnx``: a thin Click adapter over :func:`export.api.export_file`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from export.errors import ExportError, ExportUsageError
+from export.metadata import RESIZE_METHODS
+
+
+def _size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        height, width = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HEIGHTxWIDTH such as 224x224, got {value!r}") from None
+    if height < 1 or width < 1:
+        raise click.BadParameter(f"size must be positive, got {value!r}")
+    return height, width
+
+
+def _floats(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+def _class_names(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        return tuple(name for name in names if name)
+    return tuple(name.strip() for name in value.split(","))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--unsafe", is_flag=True,
+              help="Allow Lambda layers and custom code (Keras safe mode off). Trusted files only.")
+@click.option("--strict", is_flag=True,
+              help="Fail instead of warning when a layer's internal dropout cannot be reproduced.")
+@click.option("--input-size", metavar="HxW",
+              help="Image size for models whose input size is not fixed, or flat-vector models.")
+@click.option("--output", "output_name", metavar="NAME", help="Which output, for multi-output models.")
+@click.option("--color", type=click.Choice(["rgb", "grayscale"]),
+              help="Colour mode fed to the model. [default: from the input's channels]")
+@click.option("--scale", type=float, default=1.0 / 255.0, show_default="1/255",
+              help="Pixel values 0..255 are multiplied by this ...")
+@click.option("--offset", type=float, default=0.0, show_default=True, help="... then this is added.")
+@click.option("--mean", metavar="M[,M,M]", help="Then per-channel mean subtracted ...")
+@click.option("--std", metavar="S[,S,S]", help="... and divided by the per-channel std.")
+@click.option("--resize", "resize_method", type=click.Choice(RESIZE_METHODS), default="bilinear",
+              show_default=True, help="Resampling filter used to reach the input size.")
+@click.option("--class-names", metavar="A,B,C|FILE",
+              help="Class names, comma-separated or a file with one per line.")
+@click.option("--trunk", type=click.Choice(["cached", "input"]), default="cached", show_default=True,
+              help="cached: run the part before the first dropout once per image; "
+                   "input: run the whole network every pass.")
+@click.option("--no-validate", is_flag=True, help="Skip the checks against Keras (not recommended).")
+@click.option("--validation-passes", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Passes for the statistical check against Keras' own MC dropout.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | None,
+         output_name: str | None, color: str | None, scale: float, offset: float,
+         mean: str | None, std: str | None, resize_method: str, class_names: str | None,
+         trunk: str, no_validate: bool, validation_passes: int, quiet: bool) -> None:
+    """Export a Keras MODEL (.keras or .h5) to OUT.onnx, a self-contained MC dropout graph.
+
+    The graph generates its dropout masks from a seed, takes the number of passes at run time,
+    and carries its preprocessing and class names as metadata for mcd-score.
+    """
+    from export.api import ExportOptions, export_file
+
+    options = ExportOptions(
+        unsafe=unsafe, strict=strict, input_size=_size(input_size), output=output_name,
+        color_mode=color, scale=scale, offset=offset, mean=_floats(mean), std=_floats(std),
+        resize_method=resize_method, class_names=_class_names(class_names), trunk=trunk,
+        validate=not no_validate, validation_passes=validation_passes,
+    )
+    try:
+        result = export_file(model, out, options)
+    except ExportUsageError as error:
+        raise click.UsageError(str(error)) from error
+    except ExportError as error:
+        raise click.ClickException(str(error)) from error
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if quiet:
+        return
+    meta = result.metadata
+    sites = ", ".join(f"{s.name} ({s.kind} {s.rate:g})" for s in meta.dropout_sites)
+    click.echo(f"wrote {out}: {meta.num_outputs} {meta.output_kind} from {meta.head} head, "
+               f"input {meta.preprocessing.height}x{meta.preprocessing.width} "
+               f"{meta.preprocessing.color_mode}, trunk {meta.trunk}")
+    click.echo(f"dropout sites: {sites}")
+    for line in result.report:
+        click.echo(f"validated: {line}")

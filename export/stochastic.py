@@ -1,0 +1,178 @@
+"""Graph rewrite: replace the mask inputs of a converted graph by masks generated in the graph.
+
+Input: the graph from :func:`export.convert.convert_masked`, with inputs ``images`` and one
+``mcd_mul_<k>`` (and ``mcd_add_<k>``) per dropout site. Output: a graph with inputs ``images``,
+``seed``, ``pass_start`` and ``pass_count`` whose model output holds ``N * T`` rows, row
+``n * T + t`` being image ``n`` under the masks of pass ``pass_start + t``.
+
+Trunk caching: only the part of the network that depends on a mask is evaluated ``T`` times. Each
+tensor that feeds that part from the deterministic trunk (the *frontier*: usually the input of the
+first dropout layer) is tiled from ``[N, ...]`` to ``[N*T, ...]``. With ``trunk="input"`` the images
+themselves are tiled: the naive T-pass graph, kept as a reference and a fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from export.builder import GraphBuilder, topological_sort
+from export.convert_names import ADD_INPUT, MUL_INPUT
+from export.hashing import HashOps
+from export.masks import build_mask_values
+from export.metadata import INPUT_IMAGES, INPUT_PASS_COUNT, INPUT_PASS_START, INPUT_SEED, DropoutSite
+
+TRUNK_MODES = ("cached", "input")
+
+
+@dataclass
+class StochasticGraph:
+    """The rewritten model and what the rewrite did."""
+
+    model: onnx.ModelProto
+    output: str  # name of the [N*T, C] tensor
+    frontier: list[str]  # tensors tiled from [N, ...] to [N*T, ...]
+    replaced_inputs: list[str]  # mask inputs now generated in the graph
+    pass_count_1d: str  # int64 [1] tensor holding T
+    batch_1d: str  # int64 [1] tensor holding N
+
+
+def mask_input_names(sites: list[DropoutSite]) -> list[str]:
+    names = []
+    for k, site in enumerate(sites):
+        names.append(MUL_INPUT.format(k))
+        if site.kind == "alpha_dropout":
+            names.append(ADD_INPUT.format(k))
+    return names
+
+
+def dependents(graph: onnx.GraphProto, sources: set[str]) -> tuple[set[str], list[int]]:
+    """Tensors computed from ``sources`` (sources included) and the indices of nodes reading them."""
+    reached = set(sources)
+    nodes = []
+    for i, node in enumerate(graph.node):
+        if any(name in reached for name in node.input):
+            reached.update(node.output)
+            nodes.append(i)
+    return reached, nodes
+
+
+def find_frontier(graph: onnx.GraphProto, masks: set[str], trunk: str) -> list[str]:
+    """Tensors to tile: image-dependent tensors of the trunk read by mask-dependent nodes."""
+    if trunk == "input":
+        return [INPUT_IMAGES]
+    image_dependent, _ = dependents(graph, {INPUT_IMAGES})
+    stochastic, node_ids = dependents(graph, masks)
+    frontier: list[str] = []
+    for i in node_ids:
+        for name in graph.node[i].input:
+            if name in image_dependent and name not in stochastic and name not in frontier:
+                frontier.append(name)
+    return frontier
+
+
+def make_stochastic(
+    masked: onnx.ModelProto, sites: list[DropoutSite], trunk: str = "cached",
+    ranks: dict[str, int] | None = None,
+) -> StochasticGraph:
+    """Rewrite ``masked`` (not modified) as described in the module docstring.
+
+    ``ranks`` gives the rank of each frontier tensor; tensors missing from it are looked up by
+    ONNX shape inference.
+    """
+    if trunk not in TRUNK_MODES:
+        raise ValueError(f"trunk must be one of {TRUNK_MODES}, got {trunk!r}")
+    model = onnx.ModelProto()
+    model.CopyFrom(masked)
+    graph = model.graph
+    names = mask_input_names(sites)
+    present = {i.name for i in graph.input}
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise ValueError(f"the converted graph lacks mask inputs {missing}")
+    if len(graph.output) != 1:
+        raise ValueError(f"expected one graph output, found {len(graph.output)}")
+    output = graph.output[0].name
+    frontier = find_frontier(graph, set(names), trunk)
+    ranks = dict(ranks or {})
+    ranks.update({k: v for k, v in _inferred_ranks(masked).items() if k not in ranks})
+
+    kept = [i for i in graph.input if i.name not in names]
+    del graph.input[:]
+    graph.input.extend(kept)
+    for name in (INPUT_SEED, INPUT_PASS_START, INPUT_PASS_COUNT):
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, []))
+    del graph.value_info[:]
+    del graph.output[:]
+
+    original_nodes = list(graph.node)
+    b = GraphBuilder(graph, "mcd")
+    hashes = HashOps(b)
+    batch_1d = b.op("Slice", b.op("Shape", INPUT_IMAGES), b.const([0], np.int64),
+                    b.const([1], np.int64), hint="batch")
+    passes_1d = b.op("Reshape", INPUT_PASS_COUNT, b.const([1], np.int64), hint="passes")
+    pass_end = b.op("Add", INPUT_PASS_START, INPUT_PASS_COUNT)
+    pass_index = b.op("Cast", b.op("Range", INPUT_PASS_START, pass_end, b.const(1, np.int64)),
+                      to=TensorProto.UINT32, hint="pass_index")
+    lo, hi = hashes.seed_words(INPUT_SEED)
+
+    rewired = _tile_frontier(graph, b, frontier, ranks, passes_1d)
+    for k, site in enumerate(sites):
+        key = hashes.site_key(lo, hi, k)
+        mul, add = build_mask_values(b, hashes, site, key, pass_index)
+        expand_shape = b.op("Concat", batch_1d, passes_1d,
+                            b.const(list(site.mask_shape), np.int64), axis=0)
+        flat_shape = b.const([-1, *site.mask_shape], np.int64)
+        for value, target in ((mul, MUL_INPUT.format(k)), (add, ADD_INPUT.format(k))):
+            if value is None:
+                continue
+            unsqueezed = b.op("Unsqueeze", value, b.const([0], np.int64))
+            b.op_to(target, "Reshape", b.op("Expand", unsqueezed, expand_shape), flat_shape)
+    sources = set(names) | ({INPUT_IMAGES} if trunk == "input" else set())
+    stochastic_nodes = set(dependents(graph, sources)[1])
+    for i, node in enumerate(original_nodes):
+        if i in stochastic_nodes:
+            for j, name in enumerate(node.input):
+                if name in rewired:
+                    node.input[j] = rewired[name]
+    b.flush()
+    topological_sort(graph)
+    return StochasticGraph(model, output, frontier, names, passes_1d, batch_1d)
+
+
+def _tile_frontier(
+    graph: onnx.GraphProto, b: GraphBuilder, frontier: list[str], ranks: dict[str, int],
+    passes_1d: str,
+) -> dict[str, str]:
+    """Add nodes tiling each frontier tensor ``[N, ...] -> [N*T, ...]`` (row ``n*T + t``)."""
+    rewired = {}
+    for name in frontier:
+        if name not in ranks:
+            raise ValueError(f"rank of frontier tensor {name!r} is unknown")
+        rank = ranks[name]
+        tile_b = GraphBuilder(graph, f"{b.prefix}/tile{len(rewired)}")
+        tile_b._count = 0
+        unsqueezed = tile_b.op("Unsqueeze", name, b.const([1], np.int64))
+        repeats = tile_b.op("Concat", b.const([1], np.int64), passes_1d,
+                            b.const([1] * (rank - 1), np.int64), axis=0)
+        tiled = tile_b.op("Tile", unsqueezed, repeats)
+        rest = tile_b.op("Slice", tile_b.op("Shape", name), b.const([1], np.int64),
+                         b.const([rank], np.int64))
+        shape = tile_b.op("Concat", b.const([-1], np.int64), rest, axis=0)
+        rewired[name] = tile_b.op("Reshape", tiled, shape, hint="tiled")
+        b.nodes.extend(tile_b.nodes)
+    return rewired
+
+
+def _inferred_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    ranks = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = info.type.tensor_type
+        if tensor_type.HasField("shape"):
+            ranks[info.name] = len(tensor_type.shape.dim)
+    return ranks

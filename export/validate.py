@@ -1,0 +1,190 @@
+"""Checks that an exported graph reproduces the Keras model, run by default on every export.
+
+1. Conversion: the converted graph with all masks set to 1 matches Keras ``predict`` within 1e-5.
+2. Masks: for a few passes, the final graph matches Keras with the same masks (computed by the numpy
+   twin of the in-graph generator) applied to the same layers, within 1e-5.
+3. Statistics: passes differ, and the MC mean over many passes agrees with Keras' own dropout-only MC
+   mean within a statistical tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from export import convert
+from export.convert_names import ADD_INPUT, MUL_INPUT
+from export.errors import ValidationError
+from export.masks import mask_values_np
+from export.metadata import (
+    INPUT_IMAGES,
+    INPUT_PASS_COUNT,
+    INPUT_PASS_START,
+    INPUT_SEED,
+    OUTPUT_PASSES,
+    DropoutSite,
+)
+
+ATOL = 1e-5
+RTOL = 1e-5
+Z_LIMIT = 6.0
+
+
+@dataclass
+class Report:
+    """One line per check, for the command's short report."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def run_passes(
+    sess: ort.InferenceSession, images: np.ndarray, seed: int, start: int, count: int
+) -> np.ndarray:
+    """Run the final graph: ``passes`` output ``[N, T, C]``."""
+    feeds = {
+        INPUT_IMAGES: images,
+        INPUT_SEED: np.array(seed, np.int64),
+        INPUT_PASS_START: np.array(start, np.int64),
+        INPUT_PASS_COUNT: np.array(count, np.int64),
+    }
+    return sess.run([OUTPUT_PASSES], feeds)[0]
+
+
+def as_classes(values: np.ndarray, activation: str, width: int) -> np.ndarray:
+    """Keras head output ``[N, width]`` in the graph's class layout (one-unit sigmoid -> 2)."""
+    if activation == "sigmoid" and width == 1:
+        return np.concatenate([1.0 - values, values], axis=-1)
+    return values
+
+
+def mask_feeds(sites: list[DropoutSite], value_of) -> dict[str, np.ndarray]:
+    """Feeds for the converted graph's mask inputs, ``value_of(k, site) -> (mul, add)``."""
+    feeds = {}
+    for k, site in enumerate(sites):
+        mul, add = value_of(k, site)
+        feeds[MUL_INPUT.format(k)] = mul
+        if site.kind == "alpha_dropout":
+            feeds[ADD_INPUT.format(k)] = add
+    return feeds
+
+
+def ones_masks(k: int, site: DropoutSite):
+    ones = np.ones((1, *site.mask_shape), np.float32)
+    return ones, np.zeros_like(ones)
+
+
+def check_conversion(
+    masked: onnx.ModelProto, model, head: convert.Head, sites: list[DropoutSite],
+    images: np.ndarray, report: Report,
+) -> None:
+    """Check 1 (see module docstring)."""
+    got = session(masked).run(None, {INPUT_IMAGES: images, **mask_feeds(sites, ones_masks)})[0]
+    want = convert.keras_predict(model, images, head)
+    _close("dropout off: ONNX vs Keras predict", got, want, report)
+
+
+def check_masks(
+    final: onnx.ModelProto, model, head: convert.Head, sites: list[DropoutSite],
+    images: np.ndarray, seed: int, report: Report, pass_indices=(0, 1, 17),
+) -> None:
+    """Check 2 (see module docstring)."""
+    sess = session(final)
+    worst = 0.0
+    for t in pass_indices:
+        got = run_passes(sess, images, seed, t, 1)[:, 0]
+        muls, adds = [], []
+        for k, site in enumerate(sites):
+            mul, add = mask_values_np(site, k, seed, np.array([t]))
+            muls.append(mul)
+            adds.append(add)
+        want = as_classes(convert.keras_with_masks(model, images, head, muls, adds),
+                          head.activation, head.width)
+        worst = max(worst, _close(f"pass {t}: ONNX vs Keras with the same masks", got, want,
+                                  None))
+    report.add(f"same masks: ONNX matches Keras on passes {list(pass_indices)} "
+               f"(max |diff| {worst:.2e} <= {ATOL:g})")
+
+
+def check_statistics(
+    final: onnx.ModelProto, model, head: convert.Head, images: np.ndarray, seed: int,
+    passes: int, report: Report,
+) -> None:
+    """Check 3 (see module docstring)."""
+    ours = run_passes(session(final), images, seed, 0, passes).astype(np.float64)
+    theirs = as_classes(convert.keras_dropout_passes(model, images, head, passes),
+                        head.activation, head.width).astype(np.float64)
+    spread = ours.std(axis=1).max()
+    if spread == 0:
+        raise ValidationError(
+            "all MC passes are identical: the dropout masks have no effect on the output"
+        )
+    error = np.sqrt(ours.var(axis=1) / passes + theirs.var(axis=1) / passes) + 1e-6
+    z = np.abs(ours.mean(axis=1) - theirs.mean(axis=1)) / error
+    if z.max() > Z_LIMIT:
+        raise ValidationError(
+            f"MC mean over {passes} passes differs from Keras' dropout MC mean by {z.max():.1f} "
+            f"standard errors (limit {Z_LIMIT}); the stochastic graph is not Keras' dropout"
+        )
+    report.add(f"MC mean over {passes} passes agrees with Keras dropout "
+               f"(max {z.max():.1f} standard errors, limit {Z_LIMIT:g}); passes differ "
+               f"(max std {spread:.3g})")
+
+
+def _close(what: str, got: np.ndarray, want: np.ndarray, report: Report | None) -> float:
+    if got.shape != want.shape:
+        raise ValidationError(f"{what}: shape {got.shape} != {want.shape}")
+    diff = float(np.max(np.abs(got - want)))
+    if not np.allclose(got, want, atol=ATOL, rtol=RTOL):
+        raise ValidationError(
+            f"{what}: max |diff| {diff:.3g} exceeds {ATOL:g} (+{RTOL:g} relative); "
+            "the exported graph does not reproduce the Keras model"
+        )
+    if report is not None:
+        report.add(f"{what}: max |diff| {diff:.2e} <= {ATOL:g}")
+    return diff
+
+
+def probe_tensors(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]
+) -> dict[str, np.ndarray]:
+    """Values of intermediate tensors ``names`` (added as extra outputs of a copy of ``model``)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    existing = {o.name for o in copy.graph.output}
+    for name in names:
+        if name not in existing:
+            copy.graph.output.append(onnx.ValueInfoProto(name=name))
+    values = session(copy).run(names, feeds)
+    return dict(zip(names, values, strict=True))
+
+
+def frontier_ranks(
+    masked: onnx.ModelProto, sites: list[DropoutSite], frontier: list[str],
+    shape: tuple[int, ...],
+) -> dict[str, int] | None:
+    """Ranks of the frontier tensors if all of them carry the batch on axis 0, else None."""
+    ranks: dict[str, int] = {}
+    for batch in (2, 3):
+        feeds = {INPUT_IMAGES: np.zeros((batch, *shape), np.float32),
+                 **mask_feeds(sites, ones_masks)}
+        for name, value in probe_tensors(masked, feeds, frontier).items():
+            if value.ndim == 0 or value.shape[0] != batch or not np.issubdtype(
+                value.dtype, np.floating
+            ):
+                return None
+            ranks[name] = value.ndim
+    return ranks
