@@ -129,9 +129,14 @@ def check_statistics(
                         head.activation, head.width).astype(np.float64)
     spread = ours.std(axis=1).max()
     if spread == 0:
-        raise ValidationError(
-            "all MC passes are identical: the dropout masks have no effect on the output"
-        )
+        if theirs.std(axis=1).max() > 0:
+            raise ValidationError(
+                "all MC passes are identical although Keras' dropout passes differ: the dropout "
+                "masks have no effect on the exported graph's output"
+            )
+        report.add(f"passes do not differ on random inputs, in Keras' own MC dropout either "
+                   f"({passes} passes): dropout has no visible effect on these inputs")
+        return
     error = np.sqrt(ours.var(axis=1) / passes + theirs.var(axis=1) / passes) + 1e-6
     z = np.abs(ours.mean(axis=1) - theirs.mean(axis=1)) / error
     if z.max() > Z_LIMIT:
