@@ -34,7 +34,7 @@ from scorer.session import ScoringSession, open_session
 VERSION = "0.1.0"
 MAX_BATCH = 256
 PLAN_BATCH = 32
-IDENTITY_ATTRS = ("model_sha256",)
+IDENTITY_ATTRS = ("model_sha256", "max_pixels", "jpeg_draft")
 
 Progress = Callable[[int, int, int], None]
 
@@ -254,6 +254,8 @@ def run_attributes(
         "device_requested": options.device,
         "images_root": str(images) if isinstance(images, Path) else "",
         "input_count": count,
+        "max_pixels": options.max_pixels,
+        "jpeg_draft": options.draft,
         "versions": {
             "mcd-score": VERSION, "onnxruntime": ort.__version__, "numpy": np.__version__,
             "h5py": h5py.__version__, "Pillow": PIL.__version__, "python": platform.python_version(),
