@@ -1,0 +1,453 @@
+"""scorer.score end to end: an exported Keras model scoring real image files into HDF5."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from scorer_support import (
+    DIGIT_CLASSES,
+    assert_same_datasets,
+    exported_model,
+    read_h5,
+    write_bad_files,
+    write_digits,
+    write_flat_digits,
+    write_photos,
+)
+
+from scorer import metrics
+from scorer.cli import main
+from scorer.errors import OutputError, ScorerUsageError
+from scorer.score import ScoreInterrupted, ScoreOptions, score
+
+PASSES = 20
+MAX_PIXELS = 1_000_000  # the photographs (<= 512x512) pass, the 1200x1200 "bomb" does not
+PROBABILITY_DATASETS = {"path", "key", "status", "label", "mean", "std", "predicted_class", "confidence",
+                        "predictive_entropy", "expected_entropy", "mutual_information",
+                        "variation_ratio"}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return exported_model(tmp_path_factory, "digits")
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """Digits in class folders, photographs, and bad files; (root, relative path -> status)."""
+    root = tmp_path_factory.mktemp("mixed")
+    expected = {p.relative_to(root).as_posix(): "ok" for p in write_digits(root)}
+    expected.update({p.relative_to(root).as_posix(): "ok" for p in write_photos(root / "photos")})
+    expected.update({f"bad/{name}": status for name, status in write_bad_files(root / "bad").items()})
+    Image.new("L", (1200, 1200)).save(root / "bad" / "bomb.png")
+    expected["bad/bomb.png"] = "too large"
+    return root, expected
+
+
+def run(root, out, model, **options):
+    return score(root, out, model, ScoreOptions(**{"passes": PASSES, "max_pixels": MAX_PIXELS,
+                                                    **options}))
+
+
+@pytest.fixture(scope="module")
+def scored(model, mixed, tmp_path_factory):
+    """The mixed folder scored once with saved passes: (out path, summary)."""
+    root, _ = mixed
+    out = tmp_path_factory.mktemp("scored") / "out.h5"
+    summary = run(root, out, model, save_passes=True, workers=2, seed=3, command="mcd-score test")
+    return out, summary
+
+
+# ---- one run, checked row by row -------------------------------------------------------------------
+
+
+def test_rows_in_input_order_with_paths_labels_keys_and_status(mixed, scored):
+    root, expected = mixed
+    out, summary = scored
+    data, _ = read_h5(out)
+    order = sorted(expected)
+    assert list(data["path"]) == order
+    assert list(data["label"]) == [path.split("/")[0] for path in order]
+    assert list(data["key"]) == [hashlib.sha256((root / p).read_bytes()).hexdigest() for p in order]
+    assert list(data["status"]) == [expected[p] for p in order]
+    assert summary.images == len(order)
+    assert summary.failed == 4
+    assert summary.failures == {"empty file": 1, "not an image": 1, "truncated": 1, "too large": 1}
+    assert not Path(str(out) + ".partial").exists()
+
+
+def test_failed_rows_have_nan_metrics(scored):
+    data, _ = read_h5(scored[0])
+    failed = data["status"] != "ok"
+    assert failed.sum() == 4
+    assert (data["predicted_class"][failed] == -1).all()
+    for name in ("mean", "std", "confidence", "predictive_entropy", "expected_entropy",
+                 "mutual_information", "variation_ratio", "passes"):
+        assert np.isnan(data[name][failed]).all(), name
+        assert np.isfinite(data[name][~failed]).all(), name
+    assert ((data["predicted_class"][~failed] >= 0) & (data["predicted_class"][~failed] < 10)).all()
+
+
+def test_schema_datasets_and_attributes(model, scored):
+    out, _ = scored
+    data, attrs = read_h5(out)
+    assert set(data) == PROBABILITY_DATASETS | {"passes"}
+    n = len(data["path"])
+    assert data["mean"].shape == data["std"].shape == (n, 10)
+    assert data["passes"].shape == (n, PASSES, 10)
+    assert attrs["schema_version"] == 1
+    assert attrs["seed"] == 3
+    assert attrs["passes"] == PASSES
+    assert attrs["kind"] == "probabilities"
+    assert json.loads(attrs["class_names"]) == list(DIGIT_CLASSES)
+    assert attrs["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    assert json.loads(attrs["model_metadata"]) == json.loads(props["mcd_score"])
+    assert attrs["execution_provider"] == "CPUExecutionProvider"
+    versions = json.loads(attrs["versions"])
+    assert versions["onnxruntime"] == ort.__version__
+    assert versions["numpy"] == np.__version__
+    assert versions["h5py"] == h5py.__version__
+    assert {"mcd-score", "Pillow", "python"} <= set(versions)
+    assert attrs["command"] == "mcd-score test"
+    start = datetime.fromisoformat(attrs["start_time"])
+    end = datetime.fromisoformat(attrs["end_time"])
+    assert start <= end <= datetime.now(UTC)
+    assert (datetime.now(UTC) - start).total_seconds() < 3600
+    with h5py.File(out, "r") as file:
+        for name in data:
+            assert file[name].chunks is not None, name
+            assert file[name].compression == "gzip", name
+
+
+def test_metrics_equal_numpy_reference(scored):
+    data, _ = read_h5(scored[0])
+    ok = data["status"] == "ok"
+    passes = data["passes"][ok].astype(np.float64)  # [N, T, C]
+    # hand-written numpy reference
+    mean = passes.mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(passes > 0, passes * np.log(passes), 0.0)
+        mlogm = np.where(mean > 0, mean * np.log(mean), 0.0)
+    predictive = -mlogm.sum(axis=1)
+    expected_entropy = -plogp.sum(axis=2).mean(axis=1)
+    votes = np.stack([np.bincount(row, minlength=10) for row in passes.argmax(axis=2)])
+    hand = {
+        "mean": mean, "std": np.sqrt(((passes - mean[:, None, :]) ** 2).mean(axis=1)),
+        "confidence": mean.max(axis=1), "predictive_entropy": predictive,
+        "expected_entropy": expected_entropy,
+        "mutual_information": np.clip(predictive - expected_entropy, 0, None),
+        "variation_ratio": 1 - votes.max(axis=1) / PASSES,
+    }
+    for name, value in hand.items():
+        np.testing.assert_allclose(data[name][ok], value, rtol=0, atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(data["predicted_class"][ok], mean.argmax(axis=1))
+    reference = metrics.summarize_passes(passes, "probabilities")
+    for name, value in reference.items():
+        np.testing.assert_allclose(data[name][ok], value, rtol=0, atol=1e-6, err_msg=name)
+    assert (data["mutual_information"][ok] <= data["predictive_entropy"][ok] + 1e-6).all()
+    assert (data["predictive_entropy"][ok] <= np.log(10) + 1e-6).all()
+
+
+def test_passes_equal_a_direct_onnx_runtime_run(model, mixed, scored):
+    """The digit PNGs are 16x16 already: pixels / 255 fed straight to ONNX Runtime, one at a time."""
+    root, _ = mixed
+    data, _ = read_h5(scored[0])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    checked = 0
+    for row, path in enumerate(data["path"]):
+        if not path.startswith("d"):
+            continue
+        pixels = np.asarray(Image.open(root / path), dtype=np.float32)[None, :, :, None] / 255.0
+        feeds = {"images": pixels.astype(np.float32), "seed": np.array(3, np.int64),
+                 "pass_start": np.array(0, np.int64), "pass_count": np.array(PASSES, np.int64)}
+        (passes,) = session.run(["passes"], feeds)
+        np.testing.assert_allclose(data["passes"][row], passes[0], rtol=0, atol=1e-6, err_msg=path)
+        checked += 1
+    assert checked == 6
+
+
+# ---- invariances -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_run(model, mixed, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "ref.h5"
+    run(mixed[0], out, model, batch_size=64, workers=0, save_passes=True)
+    return out
+
+
+@pytest.mark.parametrize(("batch_size", "workers"), [(1, 0), (3, 2), (64, 2), (1, 2)])
+def test_invariant_to_batch_size_and_workers(model, mixed, reference_run, tmp_path, batch_size, workers):
+    out = tmp_path / "out.h5"
+    run(mixed[0], out, model, batch_size=batch_size, workers=workers, save_passes=True)
+    assert_close_results(reference_run, out)
+
+
+def assert_close_results(reference: Path, other: Path) -> None:
+    """Per-pass outputs, strings and class votes bit-identical; float reductions within 1e-6.
+
+    The in-graph float32 ``pass_sum`` is summed in an order that depends on the batch shape, so
+    ``mean``/``std`` and what follows from them differ by about one float32 ulp between batch sizes
+    (measured: ``mean`` 3e-8, ``predictive_entropy`` 2.4e-7); the passes themselves do not.
+    """
+    first, second = read_h5(reference)[0], read_h5(other)[0]
+    assert sorted(first) == sorted(second)
+    for name in first:
+        if first[name].dtype == object or name in ("passes", "predicted_class", "variation_ratio"):
+            np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(first[name], second[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_invariant_to_pass_chunking(model, mixed, tmp_path):
+    plans = []
+    for memory in (16, 2048):
+        out = tmp_path / f"chunked-{memory}.h5"
+        score(mixed[0], out, model,
+              ScoreOptions(passes=200, max_pixels=MAX_PIXELS, max_memory_mb=memory, save_passes=True,
+                           batch_size=4, workers=0),
+              on_session=lambda session, plan: plans.append(plan))
+    small, large = plans
+    assert len(small.chunks(200)) >= 2, small
+    assert large.chunks(200) == [(0, 200)]
+    assert [count for _, count in small.chunks(200)] == [small.pass_chunk] * (200 // small.pass_chunk) + (
+        [200 % small.pass_chunk] if 200 % small.pass_chunk else [])
+    assert_close_results(tmp_path / "chunked-2048.h5", tmp_path / "chunked-16.h5")
+
+
+def test_same_seed_same_file_different_seed_different(model, mixed, reference_run, tmp_path):
+    again = tmp_path / "again.h5"
+    run(mixed[0], again, model, batch_size=64, workers=0, save_passes=True)
+    assert_same_datasets(reference_run, again)
+    other = tmp_path / "other.h5"
+    run(mixed[0], other, model, batch_size=64, workers=0, save_passes=True, seed=1)
+    first, second = read_h5(reference_run)[0], read_h5(other)[0]
+    ok = first["status"] == "ok"
+    assert not np.array_equal(first["passes"][ok], second["passes"][ok])
+    assert not np.allclose(first["mean"][ok], second["mean"][ok])
+    assert list(first["key"]) == list(second["key"])
+
+
+def test_linear_head_gives_only_mean_and_std(tmp_path_factory, tmp_path):
+    model = exported_model(tmp_path_factory, "linear")
+    root = tmp_path / "images"
+    write_digits(root, per_class=2, classes=2)
+    out = tmp_path / "values.h5"
+    score(root, out, model, ScoreOptions(passes=30, save_passes=True))
+    data, attrs = read_h5(out)
+    assert set(data) == {"path", "key", "status", "label", "mean", "std", "passes"}
+    assert attrs["kind"] == "values"
+    assert data["passes"].shape == (4, 30, 3)
+    passes = data["passes"].astype(np.float64)
+    np.testing.assert_allclose(data["mean"], passes.mean(axis=1), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(data["std"], passes.std(axis=1), rtol=0, atol=1e-6)
+    assert (data["std"] > 0).all()
+    assert json.loads(attrs["class_names"]) == []
+
+
+# ---- interrupt and resume --------------------------------------------------------------------------
+
+
+def partial_rows(partial: Path) -> int:
+    """``rows_complete`` of a partial file another process is writing, 0 if it cannot be read yet."""
+    try:
+        with h5py.File(partial, "r", locking=False) as file:
+            return int(file.attrs.get("rows_complete", 0))
+    except Exception:
+        return 0
+
+
+def test_sigterm_leaves_a_resumable_partial_and_resume_equals_uninterrupted(model, tmp_path):
+    root = tmp_path / "many"
+    write_flat_digits(root, 400)
+    out = tmp_path / "out.h5"
+    partial = tmp_path / "out.h5.partial"
+    # 2000 saved passes are 80 kB a row, so the writer's 8 MiB buffer flushes every ~100 rows
+    args = [str(root), str(out), "--model", str(model), "--passes", "2000", "--seed", "5",
+            "--batch-size", "4", "--workers", "0", "--save-passes"]
+    executable = Path(sys.executable).parent / "mcd-score"
+    process = subprocess.Popen([str(executable), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    deadline = time.monotonic() + 120
+    try:
+        while partial_rows(partial) == 0:
+            assert process.poll() is None, f"finished before rows appeared: {process.communicate()}"
+            assert time.monotonic() < deadline, "no rows in the partial after 120 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr
+    assert not out.exists()
+
+    reference = tmp_path / "reference.h5"
+    score(root, reference, model, ScoreOptions(passes=2000, seed=5, batch_size=4, workers=0,
+                                               save_passes=True))
+    ref_data, _ = read_h5(reference)
+    with h5py.File(partial, "r") as file:
+        done = int(file.attrs["rows_complete"])
+        command = file.attrs["command"]
+        prefix = {name: file[name][()] for name in file}
+    assert 0 < done < 400
+    assert command.startswith("mcd-score ") and "--passes 2000" in command
+    for name, values in prefix.items():
+        assert len(values) == done, name
+        if values.dtype == object:
+            values = values.astype(str)
+        np.testing.assert_array_equal(values, ref_data[name][:done].astype(values.dtype), err_msg=name)
+
+    result = CliRunner().invoke(main, [*args, "--resume", "--json-summary"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["resumed"] == done
+    assert summary["images"] == 400
+    assert not partial.exists()
+    assert_same_datasets(reference, out)
+
+
+def test_sigterm_in_process_with_decode_threads(model, tmp_path):
+    """SIGTERM while worker threads decode: ScoreInterrupted, a readable partial, handler restored."""
+    root = tmp_path / "images"
+    write_digits(root, per_class=4, classes=3)
+    out = tmp_path / "out.h5"
+    before = signal.getsignal(signal.SIGTERM)
+
+    def progress(done, total, failed):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs (and raises) here
+
+    with pytest.raises(ScoreInterrupted, match="interrupted after 2 of 12 images"):
+        score(root, out, model, ScoreOptions(passes=5, batch_size=2, workers=2), progress=progress)
+    assert signal.getsignal(signal.SIGTERM) is before
+    with h5py.File(Path(str(out) + ".partial"), "r") as file:
+        assert int(file.attrs["rows_complete"]) == 2
+        assert file["path"].asstr()[()].tolist() == ["d0/0000.png", "d0/0001.png"]
+    summary = score(root, out, model, ScoreOptions(passes=5, batch_size=2, workers=2, mode="resume"))
+    assert (summary.resumed, summary.scored, summary.failed) == (2, 10, 0)
+    whole = tmp_path / "whole.h5"
+    score(root, whole, model, ScoreOptions(passes=5, batch_size=2, workers=2))
+    assert_same_datasets(whole, out)
+
+
+def interrupted_run(root: Path, out: Path, model: Path, **options) -> None:
+    """Interrupt a run after its first batch, as Ctrl-C would."""
+    def progress(done, total, failed):
+        raise KeyboardInterrupt
+
+    with pytest.raises(ScoreInterrupted, match="--resume"):
+        score(root, out, model, ScoreOptions(passes=5, batch_size=2, workers=0, **options),
+              progress=progress)
+    assert Path(str(out) + ".partial").exists()
+    assert not out.exists()
+
+
+def test_resume_refuses_a_changed_folder(model, tmp_path):
+    root = tmp_path / "images"
+    write_digits(root)
+    out = tmp_path / "out.h5"
+    interrupted_run(root, out, model)
+    write_digits(tmp_path / "images" / "a0", per_class=1, classes=1)  # sorts before d0/
+    with pytest.raises(OutputError, match="changed") as info:
+        score(root, out, model, ScoreOptions(passes=5, batch_size=2, workers=0, mode="resume"))
+    assert "--overwrite" in str(info.value)
+
+
+def test_resume_refuses_a_different_seed(model, tmp_path):
+    root = tmp_path / "images"
+    write_digits(root)
+    out = tmp_path / "out.h5"
+    interrupted_run(root, out, model, seed=1)
+    result = CliRunner().invoke(main, [str(root), str(out), "--model", str(model), "--passes", "5",
+                                       "--seed", "2", "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "seed" in result.output and "different run" in result.output
+    # the same settings do resume
+    result = CliRunner().invoke(main, [str(root), str(out), "--model", str(model), "--passes", "5",
+                                       "--seed", "1", "--resume", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "(2 resumed)" in result.output
+
+
+@pytest.mark.parametrize("changed", [["--no-draft"], ["--max-pixels", "1000"]])
+def test_resume_refuses_different_decoding_settings(model, tmp_path, changed):
+    """JPEG draft decoding and the pixel limit change rows, so a resume must not mix them."""
+    root = tmp_path / "images"
+    write_digits(root, per_class=1, classes=2)
+    write_photos(root / "photos")
+    out = tmp_path / "out.h5"
+    interrupted_run(root, out, model)
+    result = CliRunner().invoke(main, [str(root), str(out), "--model", str(model), "--passes", "5",
+                                       "--batch-size", "2", "--resume", *changed])
+    assert result.exit_code == 2, result.output
+    assert "different run" in result.output
+    assert ("jpeg_draft" if changed == ["--no-draft"] else "max_pixels") in result.output
+
+
+def test_draft_decoding_is_recorded_and_changes_photo_rows(model, mixed, tmp_path):
+    results = {}
+    for draft in (True, False):
+        out = tmp_path / f"draft-{draft}.h5"
+        run(mixed[0], out, model, draft=draft, save_passes=True)
+        results[draft] = read_h5(out)
+        assert results[draft][1]["jpeg_draft"] == draft
+        assert results[draft][1]["max_pixels"] == MAX_PIXELS
+    (with_draft, _), (without, _) = results[True], results[False]
+    photos = np.char.startswith(with_draft["path"].astype(str), "photos/")
+    assert not np.array_equal(with_draft["passes"][photos], without["passes"][photos])
+    np.testing.assert_array_equal(with_draft["passes"][~photos], without["passes"][~photos])
+
+
+# ---- usage errors ----------------------------------------------------------------------------------
+
+
+def test_existing_output_needs_overwrite_or_resume(model, tmp_path):
+    root = tmp_path / "images"
+    write_digits(root, per_class=1, classes=2)
+    out = tmp_path / "out.h5"
+    run(root, out, model)
+    before = out.read_bytes()
+    with pytest.raises(ScorerUsageError, match="already exists"):
+        run(root, out, model)
+    result = CliRunner().invoke(main, [str(root), str(out), "--model", str(model)])
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--overwrite" in result.output
+    assert out.read_bytes() == before
+    result = CliRunner().invoke(main, [str(root), str(out), "--model", str(model), "--overwrite",
+                                       "--passes", "3"])
+    assert result.exit_code == 0, result.output
+    assert read_h5(out)[1]["passes"] == 3
+
+
+@pytest.mark.parametrize("case", ["empty", "missing"])
+def test_empty_or_missing_folder_is_a_usage_error(model, tmp_path, case):
+    root = tmp_path / "images"
+    if case == "empty":
+        root.mkdir()
+        (root / ".hidden").write_text("x", encoding="utf-8")
+    result = CliRunner().invoke(main, [str(root), str(tmp_path / "out.h5"), "--model", str(model)])
+    assert result.exit_code == 2, result.output
+    assert ("holds no files" if case == "empty" else "does not exist") in result.output
+    assert not (tmp_path / "out.h5").exists()
+    assert not (tmp_path / "out.h5.partial").exists()

@@ -1,0 +1,174 @@
+"""scorer.session: provider choice, quiet CUDA fallback, model checks, and the I/O-binding run path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from scorer_support import exported_model, plain_graph
+
+from scorer.errors import DeviceError, ModelError
+from scorer.session import CPU, CUDA, open_session
+
+CUDA_LISTED = CUDA in ort.get_available_providers()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return exported_model(tmp_path_factory, "digits")
+
+
+def test_cpu_session_reports_cpu_provider(model, capfd):
+    session = open_session(model, "cpu")
+    assert session.provider == CPU
+    assert session.session.get_providers() == [CPU]
+    assert session.notice == "running on CPU"
+    assert session.metadata.num_outputs == 10
+    assert session.metadata.class_names == tuple(f"d{i}" for i in range(10))
+    assert session.model_sha256 == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.skipif(not CUDA_LISTED, reason="this onnxruntime does not list CUDA")
+def test_auto_falls_back_to_cpu_quietly_when_cuda_cannot_load(model, capfd):
+    session = open_session(model, "auto")
+    captured = capfd.readouterr()
+    if session.provider == CUDA:  # pragma: no cover - a machine with working CUDA
+        pytest.skip("CUDA works here; the fallback cannot be observed")
+    assert session.provider == CPU
+    match = re.fullmatch(r"running on CPU \(CUDA not usable: (.+)\)", session.notice)
+    assert match, session.notice
+    assert "\n" not in session.notice
+    # The reason is taken from ONNX Runtime's own message, not the generic placeholder.
+    assert match.group(1) != "the CUDA execution provider could not be created"
+    assert captured.err == "", "ONNX Runtime's CUDA errors leaked to the real stderr"
+    assert captured.out == ""
+
+
+def test_auto_without_cuda_listed_uses_cpu_without_reason(model, monkeypatch, capfd):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
+    session = open_session(model, "auto")
+    assert session.provider == CPU
+    assert session.notice == "running on CPU"
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.skipif(not CUDA_LISTED, reason="this onnxruntime does not list CUDA")
+def test_device_cuda_when_cuda_cannot_load_is_an_error(model, capfd):
+    try:
+        session = open_session(model, "cuda")
+    except DeviceError as error:
+        message = str(error)
+    else:  # pragma: no cover - a machine with working CUDA
+        assert session.provider == CUDA
+        pytest.skip("CUDA works here")
+    assert "CUDA is not usable here" in message
+    assert "--device cpu" in message
+    assert capfd.readouterr().err == ""
+
+
+def test_device_cuda_when_cuda_not_listed_is_an_error(model, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
+    with pytest.raises(DeviceError, match="no CUDA execution provider") as info:
+        open_session(model, "cuda")
+    assert "mcd-score[cuda]" in str(info.value)
+
+
+def test_unknown_device_is_an_error(model):
+    with pytest.raises(DeviceError, match="auto, cuda, cpu"):
+        open_session(model, "tpu")
+
+
+def test_model_without_metadata(tmp_path):
+    path = tmp_path / "plain.onnx"
+    plain_graph(path)
+    with pytest.raises(ModelError) as info:
+        open_session(path, "cpu")
+    message = str(info.value)
+    assert "plain.onnx" in message
+    assert "'mcd_score' metadata" in message
+    assert "mcd-export" in message
+
+
+def test_model_with_unknown_schema_version(model, tmp_path):
+    proto = onnx.load(str(model))
+    for prop in proto.metadata_props:
+        if prop.key == "mcd_score":
+            data = json.loads(prop.value)
+            data["schema_version"] = 99
+            prop.value = json.dumps(data)
+    path = tmp_path / "future.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelError) as info:
+        open_session(path, "cpu")
+    message = str(info.value)
+    assert "schema version 99" in message
+    assert "reads version 1" in message
+    assert "re-export" in message
+
+
+def test_model_with_metadata_but_not_an_mcd_graph(model, tmp_path):
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    path = tmp_path / "borrowed.onnx"
+    plain_graph(path, props)
+    with pytest.raises(ModelError, match=r"lacks the graph inputs \['images', 'seed', 'pass_start', "
+                                         r"'pass_count'\]"):
+        open_session(path, "cpu")
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelError, match="does not exist") as info:
+        open_session(tmp_path / "nowhere.onnx", "cpu")
+    assert "MCD_SCORE_MODEL" in str(info.value)
+
+
+def test_not_an_onnx_file(tmp_path, capfd):
+    path = tmp_path / "model.onnx"
+    path.write_text("this is not a protobuf\n", encoding="utf-8")
+    with pytest.raises(ModelError, match="not a loadable ONNX model") as info:
+        open_session(path, "cpu")
+    assert "model.onnx" in str(info.value)
+    assert info.value.__cause__ is not None
+    assert capfd.readouterr().err == ""
+
+
+def test_bound_run_equals_plain_run(model):
+    session = open_session(model, "cpu")
+    images = np.random.default_rng(3).random((5, 16, 16, 1), dtype=np.float32)
+    outputs = ["passes", *session.stat_outputs()]
+    plain = session.run(images, seed=4, pass_start=2, pass_count=7, outputs=outputs)
+    feeds = {"images": images, "seed": np.array(4, np.int64), "pass_start": np.array(2, np.int64),
+             "pass_count": np.array(7, np.int64)}
+    bound = session._run_bound(feeds, outputs)
+    assert list(bound) == outputs
+    assert plain["passes"].shape == (5, 7, 10)
+    for name in outputs:
+        np.testing.assert_array_equal(bound[name], plain[name], err_msg=name)
+    # and the reduced outputs are the sums of the per-pass outputs (hand check of the graph)
+    np.testing.assert_allclose(bound["pass_sum"], plain["passes"].sum(axis=1), atol=1e-5)
+    votes = np.stack([np.bincount(row, minlength=10) for row in plain["passes"].argmax(axis=2)])
+    np.testing.assert_array_equal(bound["votes"], votes)
+
+
+def test_run_goes_through_binding_on_cuda(model, monkeypatch):
+    """A session that believes it is on CUDA must use the I/O-binding path (checked on the CPU)."""
+    session = open_session(model, "cpu")
+    images = np.random.default_rng(5).random((2, 16, 16, 1), dtype=np.float32)
+    expected = session.run(images, 0, 0, 3, ["pass_sum"])
+    calls = []
+    original = session._run_bound
+
+    def spy(feeds, outputs):
+        calls.append(outputs)
+        return original(feeds, outputs)
+
+    monkeypatch.setattr(session, "_run_bound", spy)
+    session.provider = CUDA
+    got = session.run(images, 0, 0, 3, ["pass_sum"])
+    assert calls == [["pass_sum"]]
+    np.testing.assert_array_equal(got["pass_sum"], expected["pass_sum"])
