@@ -47,20 +47,20 @@ def add_outputs(
     shape = b.op("Concat", b.const([-1], np.int64), passes_1d, b.const([classes], np.int64),
                  axis=0)
     passes = b.op_to(OUTPUT_PASSES, "Reshape", rows, shape)
-    total = b.op_to(OUTPUT_SUM, "ReduceSum", passes, b.const([1], np.int64), keepdims=0)
+    total = _sum_over_passes(b, passes, passes_1d, OUTPUT_SUM)
     count = b.op("Cast", passes_1d, to=TensorProto.FLOAT)
     mean = b.op("Unsqueeze", b.op("Div", total, count), b.const([1], np.int64))
     deviation = b.op("Sub", passes, mean)
-    b.op_to(OUTPUT_M2, "ReduceSum", b.op("Mul", deviation, deviation), b.const([1], np.int64),
-            keepdims=0)
+    _sum_over_passes(b, b.op("Mul", deviation, deviation), passes_1d, OUTPUT_M2)
     outputs = [(OUTPUT_PASSES, ["N", "T", classes]), (OUTPUT_SUM, ["N", classes]),
                (OUTPUT_M2, ["N", classes])]
     if kind == "probabilities":
         floored = b.op("Max", passes, b.const(LOG_FLOOR, np.float32))
-        plogp = b.op("ReduceSum", b.op("Mul", passes, b.op("Log", floored)),
-                     b.const([2], np.int64), keepdims=0)
-        b.op_to(OUTPUT_ENTROPY_SUM, "Neg",
-                b.op("ReduceSum", plogp, b.const([1], np.int64), keepdims=0))
+        plogp = b.op("Reshape", b.op("Mul", passes, b.op("Log", floored)),
+                     b.const([0, -1, 1], np.int64))
+        values_1d = b.op("Mul", passes_1d, b.const([classes], np.int64))
+        total_plogp = b.op("Reshape", _sum_rows(b, plogp, values_1d), b.const([-1], np.int64))
+        b.op_to(OUTPUT_ENTROPY_SUM, "Neg", total_plogp)
         winner = b.op("ArgMax", passes, axis=2, keepdims=1)
         classes_range = b.const(np.arange(classes), np.int64)
         onehot = b.op("Cast", b.op("Equal", winner, classes_range), to=TensorProto.FLOAT)
@@ -71,3 +71,21 @@ def add_outputs(
         graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
     topological_sort(graph)
     return kind
+
+
+def _sum_over_passes(b: GraphBuilder, values: str, passes_1d: str, output: str) -> str:
+    """Sum ``[N, T, C]`` over T into ``output`` ``[N, C]``, with the same result whatever N."""
+    return b.op_to(output, "Squeeze", _sum_rows(b, values, passes_1d), b.const([1], np.int64))
+
+
+def _sum_rows(b: GraphBuilder, values: str, rows_1d: str) -> str:
+    """``ones[1, R] @ values[N, R, C]`` -> ``[N, 1, C]``: sums over R, the same whatever N.
+
+    ONNX Runtime's CPU ReduceSum and row-vector MatMuls sum in an order that depends on N (and on
+    each row's alignment in memory), so an image's sums would differ in their last bits between
+    batch sizes. A broadcast ``[1, R]`` left operand makes one identical product per image.
+    """
+    ones_shape = b.op("Concat", b.const([1], np.int64), rows_1d, axis=0)
+    ones = b.op("ConstantOfShape", ones_shape,
+                value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]))
+    return b.op("MatMul", ones, values)
