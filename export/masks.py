@@ -57,14 +57,13 @@ def build_mask_values(
 ) -> tuple[str, str | None]:
     """Add the nodes computing ``(mul, add)`` float32 ``[T, *mask_shape]``; add may be None."""
     size = math.prod(site.mask_shape)
-    bits = hashes.bits(site_key, passes_u32, size)
     if site.kind == "gaussian_dropout":
-        z = hashes.normal(bits)
+        z = hashes.normal(site_key, passes_u32, size)
         scale = b.const(math.sqrt(site.rate / (1.0 - site.rate)), np.float32)
         mul = b.op("Add", b.op("Mul", z, scale), b.const(1.0, np.float32))
         add = None
     else:
-        u = hashes.unit(bits)
+        u = hashes.unit(hashes.bits(site_key, passes_u32, size))
         keep = b.op("Cast", b.op("GreaterOrEqual", u, b.const(site.rate, np.float32)), to=1)
         if site.kind == "alpha_dropout":
             alpha_p, a, c = alpha_constants(site.rate)

@@ -117,11 +117,11 @@ def make_stochastic(
     pass_end = b.op("Add", INPUT_PASS_START, INPUT_PASS_COUNT)
     pass_index = b.op("Cast", b.op("Range", INPUT_PASS_START, pass_end, b.const(1, np.int64)),
                       to=TensorProto.UINT32, hint="pass_index")
-    lo, hi = hashes.seed_words(INPUT_SEED)
+    seed_key = hashes.seed_key(INPUT_SEED)
 
     rewired = _tile_frontier(graph, b, frontier, ranks, passes_1d)
     for k, site in enumerate(sites):
-        key = hashes.site_key(lo, hi, k)
+        key = hashes.site_key(seed_key, k)
         mul, add = build_mask_values(b, hashes, site, key, pass_index)
         expand_shape = b.op("Concat", batch_1d, passes_1d,
                             b.const(list(site.mask_shape), np.int64), axis=0)
