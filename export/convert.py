@@ -102,8 +102,9 @@ def stochastic_layers(model: keras.Model) -> list[keras.layers.Layer]:
 def unreproducible_layers(model: keras.Model) -> list[str]:
     """Descriptions of layers whose training-time noise the exported graph does not reproduce."""
     found = []
+    reported_cells = set()  # an RNN layer's dropout is its cell's: report it once
     for layer in all_layers(model):
-        if site_kind(layer) is not None:
+        if site_kind(layer) is not None or id(layer) in reported_cells:
             continue
         if type(layer).__name__ in NOISE_LAYERS:
             found.append(f"{layer.name} ({type(layer).__name__}: additive noise)")
@@ -112,6 +113,7 @@ def unreproducible_layers(model: keras.Model) -> list[str]:
             value = getattr(layer, attribute, 0)
             if isinstance(value, (int, float)) and value > 0:
                 found.append(f"{layer.name} ({type(layer).__name__}.{attribute}={value})")
+                reported_cells.add(id(getattr(layer, "cell", None)))
     return found
 
 
