@@ -9,6 +9,10 @@ Trunk caching: only the part of the network that depends on a mask is evaluated 
 tensor that feeds that part from the deterministic trunk (the *frontier*: usually the input of the
 first dropout layer) is tiled from ``[N, ...]`` to ``[N*T, ...]``. With ``trunk="input"`` the images
 themselves are tiled: the naive T-pass graph, kept as a reference and a fallback.
+
+Where a mask multiplies a tensor directly (the usual ``Mul(x, mask)`` of a dropout layer), the mask
+``[T, ...]`` is broadcast against ``x`` viewed as ``[N, T, ...]`` (or ``[N, 1, ...]`` for a frontier
+tensor), so neither a tiled copy of ``x`` nor a mask expanded over the batch is materialised.
 """
 
 from __future__ import annotations
@@ -119,28 +123,90 @@ def make_stochastic(
                       to=TensorProto.UINT32, hint="pass_index")
     seed_key = hashes.seed_key(INPUT_SEED)
 
-    rewired = _tile_frontier(graph, b, frontier, ranks, passes_1d)
+    sources = set(names) | ({INPUT_IMAGES} if trunk == "input" else set())
+    stochastic_nodes = set(dependents(graph, sources)[1])
+    fused = _broadcast_muls(graph, sites, set(frontier), stochastic_nodes)
+    needs_tile = [name for name in frontier if any(
+        name in node.input for i, node in enumerate(original_nodes)
+        if i in stochastic_nodes and i not in fused)]
+    rewired = _tile_frontier(graph, b, needs_tile, ranks, passes_1d)
     for k, site in enumerate(sites):
         key = hashes.site_key(seed_key, k)
         mul, add = build_mask_values(b, hashes, site, key, pass_index)
-        expand_shape = b.op("Concat", batch_1d, passes_1d,
-                            b.const(list(site.mask_shape), np.int64), axis=0)
-        flat_shape = b.const([-1, *site.mask_shape], np.int64)
-        for value, target in ((mul, MUL_INPUT.format(k)), (add, ADD_INPUT.format(k))):
-            if value is None:
-                continue
-            unsqueezed = b.op("Unsqueeze", value, b.const([0], np.int64))
-            b.op_to(target, "Reshape", b.op("Expand", unsqueezed, expand_shape), flat_shape)
-    sources = set(names) | ({INPUT_IMAGES} if trunk == "input" else set())
-    stochastic_nodes = set(dependents(graph, sources)[1])
+        fused_here = [i for i in fused if _mask_of(graph.node[i], k)]
+        for i in fused_here:
+            data, untiled = fused[i]
+            _add_broadcast_mul(b, graph.node[i], data, mul, untiled, passes_1d)
+        if not fused_here:
+            expand_shape = b.op("Concat", batch_1d, passes_1d,
+                                b.const(list(site.mask_shape), np.int64), axis=0)
+            flat_shape = b.const([-1, *site.mask_shape], np.int64)
+            for value, target in ((mul, MUL_INPUT.format(k)), (add, ADD_INPUT.format(k))):
+                if value is None:
+                    continue
+                unsqueezed = b.op("Unsqueeze", value, b.const([0], np.int64))
+                b.op_to(target, "Reshape", b.op("Expand", unsqueezed, expand_shape), flat_shape)
     for i, node in enumerate(original_nodes):
-        if i in stochastic_nodes:
+        if i in stochastic_nodes and i not in fused:
             for j, name in enumerate(node.input):
                 if name in rewired:
                     node.input[j] = rewired[name]
+    for i in sorted(fused, reverse=True):
+        del graph.node[i]
     b.flush()
     topological_sort(graph)
     return StochasticGraph(model, output, frontier, names, passes_1d, batch_1d)
+
+
+def _mask_of(node: onnx.NodeProto, k: int) -> bool:
+    return MUL_INPUT.format(k) in node.input
+
+
+def _broadcast_muls(
+    graph: onnx.GraphProto, sites: list[DropoutSite], frontier: set[str], stochastic_nodes: set[int]
+) -> dict[int, tuple[str, bool]]:
+    """Mask multiplications that can broadcast a ``[T, ...]`` mask instead of an expanded one.
+
+    Returns ``{node index: (data input, data is untiled)}`` for every ``Mul(data, mcd_mul_k)`` whose
+    mask input feeds nothing else and whose site has no additive part (AlphaDropout). Such a Mul
+    becomes ``Mul(data viewed as [N, T|1, ...], mask[1, T, ...])``: no tiled copy of a frontier
+    tensor and no mask expanded over the batch are materialised.
+    """
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    fused = {}
+    for k, site in enumerate(sites):
+        mask = MUL_INPUT.format(k)
+        users = consumers.get(mask, [])
+        if site.kind == "alpha_dropout" or len(users) != 1:
+            continue
+        node = graph.node[users[0]]
+        if node.op_type != "Mul" or len(node.input) != 2 or node.input[0] == node.input[1]:
+            continue
+        data = node.input[1] if node.input[0] == mask else node.input[0]
+        if data in frontier:
+            fused[users[0]] = (data, True)
+        elif users[0] in stochastic_nodes and any(data in graph.node[j].output
+                                                  for j in stochastic_nodes):
+            fused[users[0]] = (data, False)
+    return fused
+
+
+def _add_broadcast_mul(
+    b: GraphBuilder, node: onnx.NodeProto, data: str, mask: str, untiled: bool, passes_1d: str
+) -> None:
+    """``node.output = data * mask`` with rows ``n*T + t``, mask ``[T, *mask_shape]`` broadcast."""
+    rest = b.op("Slice", b.op("Shape", data), b.const([1], np.int64),
+                b.const([2**62], np.int64))
+    mask4 = b.op("Unsqueeze", mask, b.const([0], np.int64))
+    if untiled:
+        view = b.op("Unsqueeze", data, b.const([1], np.int64))
+    else:
+        view = b.op("Reshape", data, b.op("Concat", b.const([-1], np.int64), passes_1d, rest, axis=0))
+    product = b.op("Mul", view, mask4)
+    b.op_to(node.output[0], "Reshape", product, b.op("Concat", b.const([-1], np.int64), rest, axis=0))
 
 
 def _tile_frontier(
