@@ -19,6 +19,7 @@ import onnx
 from export import convert, reduce, stochastic, validate
 from export.errors import ExportUsageError, UnsupportedModelError
 from export.metadata import DropoutSite, ModelMetadata, Preprocessing
+from export.validate import ATOL as DEFAULT_TOLERANCE
 
 IR_VERSION = 8  # onnxruntime 1.31 reads IR <= 13; opset 17 needs IR >= 8
 PROBE_TOP_TENSORS = 4
@@ -43,6 +44,7 @@ class ExportOptions:
     validate: bool = True
     validation_passes: int = 200
     validation_seed: int = 0
+    tolerance: float = DEFAULT_TOLERANCE
 
 
 @dataclass
@@ -109,7 +111,7 @@ def build(model, options: ExportOptions, source_sha256: str = "",
     rng = np.random.default_rng(options.validation_seed)
     images = rng.random((4, *shape), dtype=np.float32)
     if options.validate:
-        validate.check_conversion(masked, model, head, sites, images, report)
+        validate.check_conversion(masked, model, head, sites, images, report, options.tolerance)
 
     trunk = options.trunk
     ranks = None
@@ -141,7 +143,8 @@ def build(model, options: ExportOptions, source_sha256: str = "",
     metadata.check()
     onnx.helper.set_model_props(final, metadata.to_props())
     if options.validate:
-        validate.check_masks(final, model, head, sites, images, options.validation_seed, report)
+        validate.check_masks(final, model, head, sites, images, options.validation_seed, report,
+                              tolerance=options.tolerance)
         validate.check_statistics(final, model, head, images, options.validation_seed,
                                   options.validation_passes, report)
     return ExportResult(None, metadata, final, warnings, report.lines)

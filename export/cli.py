@@ -68,11 +68,14 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--no-validate", is_flag=True, help="Skip the checks against Keras (not recommended).")
 @click.option("--validation-passes", type=click.IntRange(min=10), default=200, show_default=True,
               help="Passes for the statistical check against Keras' own MC dropout.")
+@click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
+              help="Absolute and relative tolerance of the exact checks against Keras.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | None,
          output_name: str | None, color: str | None, scale: float, offset: float,
          mean: str | None, std: str | None, resize_method: str, class_names: str | None,
-         trunk: str, no_validate: bool, validation_passes: int, quiet: bool) -> None:
+         trunk: str, no_validate: bool, validation_passes: int, tolerance: float,
+         quiet: bool) -> None:
     """Export a Keras MODEL (.keras or .h5) to OUT.onnx, a self-contained MC dropout graph.
 
     The graph generates its dropout masks from a seed, takes the number of passes at run time,
@@ -84,7 +87,7 @@ def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | N
         unsafe=unsafe, strict=strict, input_size=_size(input_size), output=output_name,
         color_mode=color, scale=scale, offset=offset, mean=_floats(mean), std=_floats(std),
         resize_method=resize_method, class_names=_class_names(class_names), trunk=trunk,
-        validate=not no_validate, validation_passes=validation_passes,
+        validate=not no_validate, validation_passes=validation_passes, tolerance=tolerance,
     )
     try:
         result = export_file(model, out, options)

@@ -28,8 +28,7 @@ from export.metadata import (
     DropoutSite,
 )
 
-ATOL = 1e-5
-RTOL = 1e-5
+ATOL = 1e-5  # absolute and relative tolerance of the exact-parity checks (ExportOptions.tolerance)
 Z_LIMIT = 6.0
 
 
@@ -89,17 +88,18 @@ def ones_masks(k: int, site: DropoutSite):
 
 def check_conversion(
     masked: onnx.ModelProto, model, head: convert.Head, sites: list[DropoutSite],
-    images: np.ndarray, report: Report,
+    images: np.ndarray, report: Report, tolerance: float = ATOL,
 ) -> None:
     """Check 1 (see module docstring)."""
     got = session(masked).run(None, {INPUT_IMAGES: images, **mask_feeds(sites, ones_masks)})[0]
     want = convert.keras_predict(model, images, head)
-    _close("dropout off: ONNX vs Keras predict", got, want, report)
+    _close("dropout off: ONNX vs Keras predict", got, want, report, tolerance)
 
 
 def check_masks(
     final: onnx.ModelProto, model, head: convert.Head, sites: list[DropoutSite],
     images: np.ndarray, seed: int, report: Report, pass_indices=(0, 1, 17),
+    tolerance: float = ATOL,
 ) -> None:
     """Check 2 (see module docstring)."""
     sess = session(final)
@@ -114,9 +114,9 @@ def check_masks(
         want = as_classes(convert.keras_with_masks(model, images, head, muls, adds),
                           head.activation, head.width)
         worst = max(worst, _close(f"pass {t}: ONNX vs Keras with the same masks", got, want,
-                                  None))
+                                  None, tolerance))
     report.add(f"same masks: ONNX matches Keras on passes {list(pass_indices)} "
-               f"(max |diff| {worst:.2e} <= {ATOL:g})")
+               f"(max |diff| {worst:.2e} <= {tolerance:g})")
 
 
 def check_statistics(
@@ -149,17 +149,22 @@ def check_statistics(
                f"(max std {spread:.3g})")
 
 
-def _close(what: str, got: np.ndarray, want: np.ndarray, report: Report | None) -> float:
+def _close(
+    what: str, got: np.ndarray, want: np.ndarray, report: Report | None, tolerance: float = ATOL
+) -> float:
+    """Max |got - want|; raise unless ``|got - want| <= tolerance * (1 + |want|)`` everywhere."""
     if got.shape != want.shape:
         raise ValidationError(f"{what}: shape {got.shape} != {want.shape}")
     diff = float(np.max(np.abs(got - want)))
-    if not np.allclose(got, want, atol=ATOL, rtol=RTOL):
+    if not np.allclose(got, want, atol=tolerance, rtol=tolerance):
         raise ValidationError(
-            f"{what}: max |diff| {diff:.3g} exceeds {ATOL:g} (+{RTOL:g} relative); "
-            "the exported graph does not reproduce the Keras model"
+            f"{what}: max |diff| {diff:.3g} exceeds {tolerance:g} (+{tolerance:g} relative); the "
+            "exported graph does not reproduce the Keras model. Deep networks can differ by float "
+            "rounding between TensorFlow and ONNX Runtime: if the difference is small, export with "
+            "a looser --tolerance (e.g. 1e-4)"
         )
     if report is not None:
-        report.add(f"{what}: max |diff| {diff:.2e} <= {ATOL:g}")
+        report.add(f"{what}: max |diff| {diff:.2e} <= {tolerance:g}")
     return diff
 
 

@@ -298,8 +298,6 @@ def test_read_only_destination(files, tmp_path):
 def test_failed_validation_is_exit_1_and_writes_nothing(files, tmp_path, monkeypatch):
     from export import validate
 
-    monkeypatch.setattr(validate, "ATOL", 0.0)
-    monkeypatch.setattr(validate, "RTOL", 0.0)
     monkeypatch.setattr(validate, "_close", _always_fail)
     result = run(files["good"], tmp_path / "out.onnx", *FAST)
     assert result.exit_code == 1, result.output
@@ -307,10 +305,25 @@ def test_failed_validation_is_exit_1_and_writes_nothing(files, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-def _always_fail(what, got, want, report):
+def _always_fail(what, got, want, report, tolerance=None):
     from export.errors import ValidationError
 
     raise ValidationError(f"{what}: the exported graph does not reproduce the Keras model")
+
+
+def test_tolerance_bounds_absolute_and_relative_difference():
+    from export import validate
+    from export.errors import ValidationError
+
+    want = np.array([0.5, 100.0], np.float32)
+    off_by = np.array([2e-5, 0.0], np.float32)
+    with pytest.raises(ValidationError, match="--tolerance"):
+        validate._close("check", want + off_by, want, None)
+    assert validate._close("check", want + off_by, want, None, tolerance=1e-4) == pytest.approx(2e-5, rel=1e-2)
+    relative = np.array([0.0, 100.0 * 5e-5], np.float32)
+    with pytest.raises(ValidationError):
+        validate._close("check", want + relative, want, None)
+    validate._close("check", want + relative, want, None, tolerance=1e-4)
 
 
 def test_error_types_map_to_exit_codes():
