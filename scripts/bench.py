@@ -30,7 +30,6 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-
 # images per model relative to --images: enough that start-up (session, file creation) is a small
 # part of the end-to-end time of the fast models, few enough that the slow ones finish.
 IMAGE_SCALE = {"mnist": 8, "cnn": 1, "mobilenet": 2}
