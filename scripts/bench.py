@@ -33,6 +33,7 @@ from PIL import Image  # noqa: E402
 # images per model relative to --images: enough that start-up (session, file creation) is a small
 # part of the end-to-end time of the fast models, few enough that the slow ones finish.
 IMAGE_SCALE = {"mnist": 8, "cnn": 1, "mobilenet": 2}
+E2E_IMAGES = {"mnist": 8192, "cnn": 256, "mobilenet": 1024}
 
 
 def build(name: str):
@@ -73,7 +74,9 @@ def timed(function, count: int, repeat: int = 1) -> float:
     return rate(count, best)
 
 
-def bench_model(name: str, passes: int, images: int, keras_images: int, work: Path) -> dict:
+def bench_model(
+    name: str, passes: int, images: int, keras_images: int, e2e_images: int, work: Path
+) -> dict:
     import keras  # noqa: F401
 
     from export import convert
@@ -143,12 +146,13 @@ def bench_model(name: str, passes: int, images: int, keras_images: int, work: Pa
     row["mcd-model"] = timed(mcd_model, images, repeat=2)
 
     folder = work / f"{name}_images"
-    write_photos(folder, images)
+    write_photos(folder, e2e_images)
     out = work / f"{name}.h5"
 
     def mcd_e2e():
         score(folder, out, model_path, ScoreOptions(passes=passes, device="cpu", mode="overwrite"))
-    row["mcd-e2e"] = timed(mcd_e2e, images)
+    row["mcd-e2e"] = timed(mcd_e2e, e2e_images)
+    row["e2e-images"] = e2e_images
     return row
 
 
@@ -156,9 +160,9 @@ def write_photos(folder: Path, count: int) -> None:
     """JPEG photographs larger than any model input (crops of scikit-image's samples)."""
     import skimage.data
 
-    if folder.exists() and len(list(folder.iterdir())) >= count:
-        return
     folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.iterdir())) == count:
+        return
     sources = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(),
                skimage.data.rocket(), skimage.data.hubble_deep_field()]
     rng = np.random.default_rng(1)
@@ -171,13 +175,16 @@ def write_photos(folder: Path, count: int) -> None:
 
 
 def peak_memory(model_path: Path, folder: Path, passes: int, work: Path) -> int:
-    """Max RSS in MiB of a fresh process scoring ``folder`` end to end."""
+    """Peak resident memory (VmHWM) in MiB of a fresh process scoring ``folder`` end to end.
+
+    VmHWM, not ``ru_maxrss``: Linux carries ``ru_maxrss`` across ``exec`` from the forking parent,
+    so a child of this (large) benchmark process would report the parent's peak.
+    """
     code = (
-        "import resource, sys; from pathlib import Path; "
-        "from scorer.score import ScoreOptions, score; "
+        "from pathlib import Path; from scorer.score import ScoreOptions, score; "
         f"score(Path({str(folder)!r}), Path({str(work / 'mem.h5')!r}), Path({str(model_path)!r}), "
         f"ScoreOptions(passes={passes}, device='cpu', mode='overwrite')); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(done.stdout.strip().splitlines()[-1]) // 1024
@@ -199,7 +206,7 @@ def main() -> int:
         keras_images = 16 if name == "mobilenet" else 64
         print(f"benchmarking {name} ({images} images, T={args.passes}) ...", file=sys.stderr,
               flush=True)
-        rows.append(bench_model(name, args.passes, images, keras_images, work))
+        rows.append(bench_model(name, args.passes, images, keras_images, E2E_IMAGES[name], work))
     memory = None
     if "mobilenet" in args.models.split(","):
         small, large = args.memory_images, 10 * args.memory_images
@@ -223,12 +230,12 @@ def print_table(rows: list[dict], memory, passes: int) -> None:
     for row in rows:
         print(f"{row['model']:10s}" + "".join(f"{row[c]:15.1f}" for c in columns))
     print(f"\n{'model':10s} {'mcd/keras':>10s} {'mcd/naive':>10s} {'mcd/single':>11s} "
-          f"{'e2e/mcd':>9s}   plan")
+          f"{'e2e/mcd':>9s}   plan, end-to-end images")
     for row in rows:
         print(f"{row['model']:10s} {row['mcd-model'] / row['keras-loop']:10.1f} "
               f"{row['mcd-model'] / row['ort-naive']:10.1f} "
               f"{row['mcd-model'] / row['ort-single']:11.2f} "
-              f"{row['mcd-e2e'] / row['mcd-model']:9.2f}   {row['plan']}")
+              f"{row['mcd-e2e'] / row['mcd-model']:9.2f}   {row['plan']}, {row['e2e-images']}")
     if memory:
         small, small_mb, large, large_mb = memory
         print(f"\npeak memory (max RSS), mobilenet end to end: {small} images {small_mb} MiB, "
