@@ -201,17 +201,21 @@ def test_invariant_to_batch_size_and_workers(model, mixed, reference_run, tmp_pa
     assert_close_results(reference_run, out)
 
 
-def assert_close_results(reference: Path, other: Path) -> None:
-    """Per-pass outputs, strings and class votes bit-identical; float reductions within 1e-6.
+EXACT = ("passes", "mean", "std", "confidence", "predicted_class", "variation_ratio")
 
-    The in-graph float32 ``pass_sum`` is summed in an order that depends on the batch shape, so
-    ``mean``/``std`` and what follows from them differ by about one float32 ulp between batch sizes
-    (measured: ``mean`` 3e-8, ``predictive_entropy`` 2.4e-7); the passes themselves do not.
+
+def assert_close_results(reference: Path, other: Path, exact: tuple[str, ...] = EXACT) -> None:
+    """The ``exact`` datasets and all strings bit-identical, the rest within 1e-6.
+
+    The graph sums over passes with a MatMul whose order does not depend on the batch, so passes,
+    mean, std and votes are exact; ONNX Runtime's vectorised ``Log`` can round an element
+    differently depending on its position in the buffer, so ``entropy_sum`` (and the entropies and
+    mutual information from it) may differ by about one float32 ulp.
     """
     first, second = read_h5(reference)[0], read_h5(other)[0]
     assert sorted(first) == sorted(second)
     for name in first:
-        if first[name].dtype == object or name in ("passes", "predicted_class", "variation_ratio"):
+        if first[name].dtype == object or name in exact:
             np.testing.assert_array_equal(first[name], second[name], err_msg=name)
         else:
             np.testing.assert_allclose(first[name], second[name], rtol=0, atol=1e-6, err_msg=name)
@@ -230,7 +234,9 @@ def test_invariant_to_pass_chunking(model, mixed, tmp_path):
     assert large.chunks(200) == [(0, 200)]
     assert [count for _, count in small.chunks(200)] == [small.pass_chunk] * (200 // small.pass_chunk) + (
         [200 % small.pass_chunk] if 200 % small.pass_chunk else [])
-    assert_close_results(tmp_path / "chunked-2048.h5", tmp_path / "chunked-16.h5")
+    # chunks are summed separately and merged in float64: equal within float32 rounding, not exact
+    assert_close_results(tmp_path / "chunked-2048.h5", tmp_path / "chunked-16.h5",
+                         exact=("passes", "predicted_class", "variation_ratio"))
 
 
 def test_same_seed_same_file_different_seed_different(model, mixed, reference_run, tmp_path):
