@@ -370,8 +370,12 @@ class ResultWriter:
 
     def done_paths(self) -> list[str]:
         """The ``path`` column of the completed rows, to check a resumed input list's prefix."""
+        return self.done_column("path")
+
+    def done_column(self, name: str) -> list[str]:
+        """A string column (``path``, ``key``, ``status``) of the completed rows."""
         self.flush()
-        return self._open_file()["path"].asstr()[: self._written].tolist()
+        return self._open_file()[name].asstr()[: self._written].tolist()
 
     def append(self, rows: ResultRows) -> None:
         """Append a batch; it is written and flushed once the buffer is full or old enough.

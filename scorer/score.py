@@ -25,9 +25,9 @@ import PIL
 
 from export.metadata import OUTPUT_PASSES
 from scorer import metrics
-from scorer.errors import OutputError, ScorerError, ScorerUsageError
+from scorer.errors import ImageError, OutputError, ScorerError, ScorerUsageError
 from scorer.h5out import ResultRows, ResultWriter, partial_path
-from scorer.images import DEFAULT_MAX_PIXELS, ImageRef
+from scorer.images import DEFAULT_MAX_PIXELS, ImageRef, image_key, read_bytes
 from scorer.pipeline import Batch, default_workers, iter_batches
 from scorer.session import ScoringSession, open_session
 
@@ -159,6 +159,7 @@ def score(
         resumed = writer.rows_done
         if resumed:
             check_resumed_prefix(writer.done_paths(), refs, out)
+            check_resumed_keys(writer.done_column("key"), refs, out)
         failed = 0
         with interruptible():
             try:
@@ -242,6 +243,26 @@ def check_resumed_prefix(done: list[str], refs: Sequence[ImageRef], out: Path) -
             f"this run's {len(refs)} inputs (first difference at row {mismatch}); the image "
             "folder changed since the interrupted run, so use --overwrite to start again"
         )
+
+
+def check_resumed_keys(
+    keys: list[str], refs: Sequence[ImageRef], out: Path, samples: int = 8
+) -> None:
+    """Spot-check that files already scored still have the bytes they had (first, last, and a few
+    rows between): a replaced image under the same name must not be silently kept."""
+    rows = sorted({round(i * (len(keys) - 1) / max(samples - 1, 1)) for i in range(samples)})
+    for row in rows:
+        if not keys[row]:
+            continue  # unreadable then; its status says so
+        try:
+            now_key = image_key(read_bytes(refs[row]))
+        except ImageError:
+            now_key = ""
+        if now_key != keys[row]:
+            raise OutputError(
+                f"cannot resume {partial_path(out)}: {refs[row].path!r} changed since the "
+                "interrupted run (its SHA-256 differs); use --overwrite to score everything again"
+            )
 
 
 def run_attributes(

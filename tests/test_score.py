@@ -380,6 +380,18 @@ def test_resume_refuses_a_changed_folder(model, tmp_path):
     assert "--overwrite" in str(info.value)
 
 
+def test_resume_refuses_a_replaced_image(model, tmp_path):
+    root = tmp_path / "images"
+    write_digits(root)
+    out = tmp_path / "out.h5"
+    interrupted_run(root, out, model)
+    first = sorted(p for p in root.rglob("*.png"))[0]
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(first)  # same name, other bytes
+    with pytest.raises(OutputError, match="changed since the interrupted run") as info:
+        score(root, out, model, ScoreOptions(passes=5, batch_size=2, workers=0, mode="resume"))
+    assert first.name in str(info.value) and "--overwrite" in str(info.value)
+
+
 def test_resume_refuses_a_different_seed(model, tmp_path):
     root = tmp_path / "images"
     write_digits(root)
