@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export import convert, reduce, stochastic, validate
+from export import convert, prune, reduce, stochastic, validate
 from export.errors import ExportUsageError, UnsupportedModelError
 from export.metadata import DropoutSite, ModelMetadata, Preprocessing
 from export.validate import ATOL as DEFAULT_TOLERANCE
@@ -107,6 +107,17 @@ def build(model, options: ExportOptions, source_sha256: str = "",
             f"{len(class_names)} class names given for a head with {classes} classes"
         )
     masked = convert.convert_masked(model, shape, sites, head)
+    layer_ids = prune.used_sites(masked, sites)
+    if not layer_ids:
+        raise UnsupportedModelError(
+            f"no dropout layer lies on the path to output {head.name!r}: MC dropout would report "
+            "zero uncertainty for it. Choose an output after a dropout layer with --output"
+        )
+    if len(layer_ids) < len(sites):
+        ignored = [sites[k].name for k in range(len(sites)) if k not in layer_ids]
+        warnings.append(f"dropout layers not on the path to output {head.name!r} are ignored: "
+                        f"{', '.join(ignored)}")
+        masked, sites = prune.keep_sites(masked, sites, layer_ids)
     report = validate.Report()
     rng = np.random.default_rng(options.validation_seed)
     images = rng.random((4, *shape), dtype=np.float32)
@@ -144,7 +155,7 @@ def build(model, options: ExportOptions, source_sha256: str = "",
     onnx.helper.set_model_props(final, metadata.to_props())
     if options.validate:
         validate.check_masks(final, model, head, sites, images, options.validation_seed, report,
-                              tolerance=options.tolerance)
+                             tolerance=options.tolerance, layer_ids=layer_ids)
         validate.check_statistics(final, model, head, images, options.validation_seed,
                                   options.validation_passes, report)
     return ExportResult(None, metadata, final, warnings, report.lines)

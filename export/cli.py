@@ -95,6 +95,10 @@ def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | N
         raise click.UsageError(str(error)) from error
     except ExportError as error:
         raise click.ClickException(str(error)) from error
+    except Exception as error:  # last resort: TensorFlow, tf2onnx and ONNX raise many types
+        raise click.ClickException(
+            f"exporting {model} failed unexpectedly: {type(error).__name__}: {error}"
+        ) from error
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if quiet:

@@ -155,6 +155,9 @@ def find_head(model: keras.Model, output: str | None) -> Head:
     """Pick the output (``--output NAME`` when there are several) and detect its activation."""
     outputs = model.outputs
     names = [_output_name(t) for t in outputs]
+    structure = getattr(model, "_outputs_struct", None)
+    if isinstance(structure, dict) and output in structure:
+        output = names[sorted(structure).index(output)]  # a dict key: outputs are in key order
     if output is None:
         if len(outputs) != 1:
             raise UnsupportedModelError(
@@ -208,22 +211,48 @@ def probe_sites(model: keras.Model, shape: tuple[int, ...]) -> list[DropoutSite]
     """Run the model once to resolve each site's mask shape (noise shape, batch axis dropped)."""
     layers = stochastic_layers(model)
     shapes: dict[int, tuple[int, ...]] = {}
+    calls = [0] * len(layers)
 
     def make_call(index, layer):
         def call(inputs, training=None):
             shapes.setdefault(index, _mask_shape(layer, inputs))
+            calls[index] += 1
             return inputs
         return call
 
     with patched_sites(layers, make_call):
-        model(np.zeros((1, *shape), np.float32), training=False)
+        run_keras(lambda: model(np.zeros((1, *shape), np.float32), training=False))
     missing = [layer.name for i, layer in enumerate(layers) if i not in shapes]
     if missing:
         raise UnsupportedModelError(f"dropout layers {missing} are not reached from the input")
+    shared = [f"{layer.name} ({calls[i]} calls)" for i, layer in enumerate(layers) if calls[i] > 1]
+    if shared:
+        raise UnsupportedModelError(
+            f"dropout layers called more than once per forward pass: {', '.join(shared)} (a shared "
+            "layer, or a nested model used twice). Keras draws a fresh mask per call but the exported "
+            "graph has one mask per layer and pass, which would bias the uncertainty; give each call "
+            "its own Dropout layer"
+        )
     return [
         DropoutSite(layer.name, site_kind(layer), float(layer.rate), shapes[i])
         for i, layer in enumerate(layers)
     ]
+
+
+def run_keras(function):
+    """Run a Keras call, turning TensorFlow runtime errors into a clear export error."""
+    try:
+        return function()
+    except tf.errors.OpError as error:
+        lines = [line.strip() for line in str(error.message).strip().splitlines() if line.strip()]
+        first = next((line for line in lines if "NHWC" in line), lines[0] if lines else "")
+        hint = ""
+        if "NHWC" in first:
+            hint = ("; TensorFlow runs channels_first convolutions only on a GPU: rebuild the model "
+                    "with channels_last layers (the weights transfer) and export that")
+        raise UnsupportedModelError(
+            f"TensorFlow cannot run this model here: {type(error).__name__}: {first}{hint}"
+        ) from error
 
 
 def _mask_shape(layer, inputs) -> tuple[int, ...]:
@@ -263,12 +292,7 @@ def convert_masked(
     def forward(images, *mask_tensors):
         masks.clear()
         masks.update({spec.name: t for spec, t in zip(specs[1:], mask_tensors, strict=True)})
-        outputs = model(images, training=False)
-        if isinstance(outputs, (list, tuple)):
-            outputs = outputs[head.index]
-        elif isinstance(outputs, dict):
-            outputs = list(outputs.values())[head.index]
-        return outputs
+        return _select(model(images, training=False), head)
 
     try:
         with patched_sites(layers, make_call), warnings.catch_warnings():
@@ -291,15 +315,23 @@ def keras_predict(model: keras.Model, images: np.ndarray, head: Head) -> np.ndar
 
 def keras_with_masks(
     model: keras.Model, images: np.ndarray, head: Head,
-    muls: list[np.ndarray], adds: list[np.ndarray | None],
+    muls: list[np.ndarray], adds: list[np.ndarray | None], layer_ids: list[int] | None = None,
 ) -> np.ndarray:
-    """Inference with each site computing ``x * mul[k] + add[k]`` (masks ``[1, *mask_shape]``)."""
+    """Inference with site ``k`` computing ``x * mul[k] + add[k]`` (masks ``[1, *mask_shape]``).
+
+    Site ``k`` is dropout layer ``layer_ids[k]`` of :func:`stochastic_layers` (default: layer
+    ``k``); other dropout layers pass their input through.
+    """
     layers = stochastic_layers(model)
+    site_of = {layer: k for k, layer in enumerate(layer_ids or range(len(muls)))}
 
     def make_call(index, layer):
         def call(inputs, training=None):
-            out = inputs * muls[index]
-            return out if adds[index] is None else out + adds[index]
+            if index not in site_of:
+                return inputs
+            k = site_of[index]
+            out = inputs * muls[k]
+            return out if adds[k] is None else out + adds[k]
         return call
 
     with patched_sites(layers, make_call):
@@ -312,7 +344,8 @@ def keras_dropout_passes(
     """Keras' own MC dropout, dropout layers only in training mode: ``[N, T, C]``.
 
     Keras draws a mask per sample, so the images are repeated T times and run in a few large
-    batches (the same as T separate passes). BatchNormalization stays in inference mode.
+    batches (the same as T separate passes), unless a ``noise_shape`` shares one mask across the
+    batch; then each pass is one call. BatchNormalization stays in inference mode.
     """
     layers = stochastic_layers(model)
 
@@ -323,16 +356,31 @@ def keras_dropout_passes(
             return original(layer, inputs, training=True)
         return call
 
-    repeated = np.repeat(images, passes, axis=0)
     with patched_sites(layers, make_call):
+        if any(_batch_shared_mask(layer) for layer in layers):  # one mask for the whole batch
+            outs = [_pick(model(images, training=False), head) for _ in range(passes)]
+            return np.stack(outs, axis=1)
+        repeated = np.repeat(images, passes, axis=0)
         outs = [_pick(model(repeated[i:i + rows_per_call], training=False), head)
                 for i in range(0, len(repeated), rows_per_call)]
     return np.concatenate(outs).reshape(len(images), passes, -1)
 
 
+def _batch_shared_mask(layer) -> bool:
+    noise = getattr(layer, "noise_shape", None)
+    return noise is not None and len(noise) > 0 and noise[0] == 1
+
+
+def _select(outputs, head: Head):
+    """The chosen head of a model call's outputs, counted in ``model.outputs`` order.
+
+    A dict of outputs comes back in insertion order, but ``model.outputs`` (and ``head.index``)
+    follow ``keras.tree.flatten``, which sorts dict keys; flatten the same way.
+    """
+    if isinstance(outputs, (list, tuple, dict)):
+        return keras.tree.flatten(outputs)[head.index]
+    return outputs
+
+
 def _pick(outputs, head: Head) -> np.ndarray:
-    if isinstance(outputs, (list, tuple)):
-        outputs = outputs[head.index]
-    elif isinstance(outputs, dict):
-        outputs = list(outputs.values())[head.index]
-    return np.asarray(outputs, dtype=np.float32)
+    return np.asarray(_select(outputs, head), dtype=np.float32)

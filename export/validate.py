@@ -99,9 +99,9 @@ def check_conversion(
 def check_masks(
     final: onnx.ModelProto, model, head: convert.Head, sites: list[DropoutSite],
     images: np.ndarray, seed: int, report: Report, pass_indices=(0, 1, 17),
-    tolerance: float = ATOL,
+    tolerance: float = ATOL, layer_ids: list[int] | None = None,
 ) -> None:
-    """Check 2 (see module docstring)."""
+    """Check 2 (see module docstring). ``layer_ids[k]``: the dropout layer of site ``k``."""
     sess = session(final)
     worst = 0.0
     for t in pass_indices:
@@ -111,7 +111,7 @@ def check_masks(
             mul, add = mask_values_np(site, k, seed, np.array([t]))
             muls.append(mul)
             adds.append(add)
-        want = as_classes(convert.keras_with_masks(model, images, head, muls, adds),
+        want = as_classes(convert.keras_with_masks(model, images, head, muls, adds, layer_ids),
                           head.activation, head.width)
         worst = max(worst, _close(f"pass {t}: ONNX vs Keras with the same masks", got, want,
                                   None, tolerance))

@@ -126,8 +126,11 @@ def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
 
     def announce(session, run_plan) -> None:
         if not quiet:
-            click.echo(f"mcd-score: {session.notice}; {passes} passes, batch {run_plan.batch_size}, "
-                       f"{run_plan.pass_chunk} passes per call", err=True)
+            split = ""
+            if run_plan.call_images < run_plan.batch_size:
+                split = f" in calls of {run_plan.call_images} images (--max-memory)"
+            click.echo(f"mcd-score: {session.notice}; {passes} passes, batch {run_plan.batch_size}"
+                       f"{split}, {run_plan.pass_chunk} passes per call", err=True)
 
     try:
         source = images if files_from is None else read_file_list(files_from, images)

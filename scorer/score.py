@@ -104,6 +104,8 @@ class Plan:
 
     batch_size: int
     pass_chunk: int
+    call_images: int = 0  # images per ONNX call (0: the whole batch); below batch_size only when
+    # an explicit --batch-size does not fit --max-memory
 
     def chunks(self, passes: int) -> list[tuple[int, int]]:
         """``(start, count)`` of each pass chunk; depends on ``passes`` and the chunk size only."""
@@ -113,18 +115,20 @@ class Plan:
 def plan(session: ScoringSession, options: ScoreOptions) -> Plan:
     """Choose the pass chunk (independent of the batch size, so results are too) and batch size.
 
-    Memory per ONNX call is estimated as ``batch * (per_image + chunk * per_image_pass)`` from the
-    byte counts measured at export time.
+    Memory per ONNX call is estimated as ``images * (per_image + chunk * per_image_pass)`` from the
+    byte counts measured at export time. An explicit ``batch_size`` that does not fit is run in
+    several calls of ``call_images`` images.
     """
     limit = options.max_memory_mb * 2**20
     per_image = max(1, session.metadata.bytes_per_image)
     per_pass = max(1, session.metadata.bytes_per_image_pass)
     chunk = int((limit / PLAN_BATCH - per_image) // per_pass)
     chunk = max(1, min(options.passes, chunk))
+    fits = max(1, int(limit // (per_image + chunk * per_pass)))
     if options.batch_size is not None:
-        return Plan(options.batch_size, chunk)
-    batch = int(limit // (per_image + chunk * per_pass))
-    return Plan(max(1, min(DEFAULT_BATCH.get(session.provider, PLAN_BATCH), batch)), chunk)
+        return Plan(options.batch_size, chunk, min(options.batch_size, fits))
+    batch = min(DEFAULT_BATCH.get(session.provider, PLAN_BATCH), fits)
+    return Plan(batch, chunk, batch)
 
 
 def score(
@@ -199,13 +203,15 @@ def score_batch(
     passes = None
     if options.save_passes:
         passes = np.full((n, options.passes, meta.num_outputs), np.nan, np.float32)
-    if len(batch.ok_rows):
-        images = batch.images.reshape(len(batch.ok_rows), *meta.input_shape[1:])
-        stats, per_pass = run_passes(session, images, options, run_plan)
+    images = batch.images.reshape(len(batch.ok_rows), *meta.input_shape[1:])
+    step = run_plan.call_images or len(images)
+    for start in range(0, len(images), max(step, 1)):  # results are per image: splitting is exact
+        rows = batch.ok_rows[start:start + step]
+        stats, per_pass = run_passes(session, images[start:start + step], options, run_plan)
         for name, column in metrics.metrics_from_stats(stats, meta.output_kind).items():
-            values[name][batch.ok_rows] = column
+            values[name][rows] = column
         if passes is not None:
-            passes[batch.ok_rows] = per_pass
+            passes[rows] = per_pass
     labels = [ref.label for ref in batch.refs] if has_labels else None
     return ResultRows(
         path=[ref.path for ref in batch.refs], key=list(batch.keys), status=list(batch.status),

@@ -221,6 +221,30 @@ def assert_close_results(reference: Path, other: Path, exact: tuple[str, ...] = 
             np.testing.assert_allclose(first[name], second[name], rtol=0, atol=1e-6, err_msg=name)
 
 
+def test_explicit_batch_size_is_split_to_fit_max_memory(model, mixed, reference_run, tmp_path):
+    plans = []
+    out = tmp_path / "split.h5"
+    score(mixed[0], out, model,
+          ScoreOptions(passes=PASSES, max_pixels=MAX_PIXELS, batch_size=64, max_memory_mb=16,
+                       save_passes=True, workers=0),
+          on_session=lambda session, plan: plans.append(plan))
+    (plan,) = plans
+    meta = session_metadata(model)
+    per_call = plan.call_images * (meta.bytes_per_image + plan.pass_chunk * meta.bytes_per_image_pass)
+    assert plan.batch_size == 64 and plan.call_images < 64
+    assert per_call <= 16 * 2**20
+    if plan.pass_chunk == PASSES:  # same pass chunking as the reference run: bit-identical
+        assert_close_results(reference_run, out)
+    else:
+        assert_close_results(reference_run, out, exact=("passes", "predicted_class", "variation_ratio"))
+
+
+def session_metadata(model):
+    from scorer.session import open_session
+
+    return open_session(model, "cpu").metadata
+
+
 def test_invariant_to_pass_chunking(model, mixed, tmp_path):
     plans = []
     for memory in (16, 2048):
