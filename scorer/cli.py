@@ -58,9 +58,7 @@ class Reporter:
                 self.bar = click.progressbar(length=total, label="scoring", file=sys.stderr,
                                              show_pos=True, show_eta=True)
                 self.bar.__enter__()
-                self.bar.update(done - self.done if self.done else done)
-            else:
-                self.bar.update(done - self.done)
+            self.bar.update(done - self.done)
         elif time.monotonic() - self.last_log >= LOG_EVERY_SECONDS or done == total:
             rate = done / max(time.monotonic() - self.started, 1e-9)
             click.echo(f"scored {done}/{total} images ({100 * done / total:.1f}%), {failed} failed, "

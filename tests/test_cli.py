@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import h5py
@@ -200,3 +202,34 @@ def test_empty_file_list_is_a_usage_error(model, digits, tmp_path):
     result = invoke(digits, tmp_path / "out.h5", "--model", model, "--files-from", "-", input="# none\n\n")
     assert result.exit_code == 2
     assert "names no images" in result.output
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal(monkeypatch):
+    from scorer.cli import Reporter
+
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    reporter = Reporter(quiet=False)
+    for done in (2, 5, 7):
+        reporter(done, 7, failed=0)
+    reporter.close()
+    text = screen.getvalue()
+    assert "scoring" in text and "7/7" in text
+    assert "images/s" not in text  # the plain log line is for non-terminals only
+
+
+def test_plain_log_lines_off_a_terminal(monkeypatch):
+    from scorer.cli import Reporter
+
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", screen)
+    reporter = Reporter(quiet=False)
+    reporter(3, 7, failed=1)  # within 30 s of the start: no line yet
+    reporter(7, 7, failed=1)  # the last one always
+    assert screen.getvalue().count("\n") == 1
+    assert "scored 7/7 images (100.0%), 1 failed" in screen.getvalue()

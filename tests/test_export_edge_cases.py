@@ -93,3 +93,14 @@ def test_channels_first_convolution_is_a_clear_usage_error(tmp_path):
     assert result.exit_code == 2, result.output
     assert "channels_last" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "cf.onnx").exists()
+
+
+def test_spatial_dropout_1d_drops_whole_channels():
+    k = keras()
+    L = k.layers
+    model = k.Sequential([k.Input((16, 16)), L.Conv1D(8, 3, activation="relu"),
+                          L.SpatialDropout1D(0.4), L.Flatten(), L.Dense(3, activation="softmax")])
+    result = build(model, ExportOptions(validation_passes=200))
+    (site,) = result.metadata.dropout_sites
+    assert site.kind == "spatial_dropout" and site.mask_shape == (1, 8)  # one value per channel
+    assert any("same masks" in line for line in result.report)
