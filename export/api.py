@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import onnx
 
 from export import convert, prune, reduce, stochastic, validate
 from export.errors import ExportUsageError, UnsupportedModelError
-from export.metadata import DropoutSite, ModelMetadata, Preprocessing
+from export.metadata import ModelMetadata, Preprocessing
 from export.validate import ATOL as DEFAULT_TOLERANCE
 
 IR_VERSION = 8  # onnxruntime 1.31 reads IR <= 13; opset 17 needs IR >= 8
@@ -263,8 +263,4 @@ def save(model: onnx.ModelProto, destination: Path) -> None:
         raise
 
 
-def with_class_names(options: ExportOptions, names: list[str]) -> ExportOptions:
-    return replace(options, class_names=tuple(names))
-
-
-__all__ = ["DropoutSite", "ExportOptions", "ExportResult", "build", "export_file"]
+__all__ = ["ExportOptions", "ExportResult", "build", "export_file", "save"]

@@ -21,7 +21,6 @@ from export.metadata import (
     INPUT_SEED,
     OUTPUT_ENTROPY_SUM,
     OUTPUT_M2,
-    OUTPUT_PASSES,
     OUTPUT_SUM,
     OUTPUT_VOTES,
     MetadataError,
@@ -161,4 +160,4 @@ def open_session(model: Path, device: str = "auto", threads: int | None = None) 
     return ScoringSession(session, metadata, provider, digest, notice)
 
 
-__all__ = ["OUTPUT_PASSES", "ScoringSession", "captured_stderr", "open_session"]
+__all__ = ["ScoringSession", "captured_stderr", "open_session"]
