@@ -7,7 +7,7 @@ For each model (T passes per image), images per second of:
   (d) ort-single     one deterministic ONNX Runtime pass (dropout off): the physical limit
   (e) mcd-model      mcd-score's graph and run loop on decoded arrays (trunk cached, stats in-graph)
   (f) mcd-e2e        mcd-score end to end: JPEG files on disk -> decode -> ONNX -> HDF5
-and peak memory (max RSS) of (f) for N and 10*N images, each in a fresh process.
+and peak memory (VmHWM) of (f) for N and 10*N images, each in a fresh process.
 
 Usage: python scripts/bench.py [--passes 50] [--images 128] [--models mnist,cnn,mobilenet]
 """
@@ -238,7 +238,7 @@ def print_table(rows: list[dict], memory, passes: int) -> None:
               f"{row['mcd-e2e'] / row['mcd-model']:9.2f}   {row['plan']}, {row['e2e-images']}")
     if memory:
         small, small_mb, large, large_mb = memory
-        print(f"\npeak memory (max RSS), mobilenet end to end: {small} images {small_mb} MiB, "
+        print(f"\npeak memory (VmHWM), mobilenet end to end: {small} images {small_mb} MiB, "
               f"{large} images {large_mb} MiB, ratio {large_mb / small_mb:.2f}")
 
 
