@@ -233,7 +233,7 @@ def memory_estimate(final: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[int
     names = [o for node in final.graph.node for o in node.output if o]
     feeds = {"images": np.zeros((1, *shape), np.float32), "seed": np.array(0, np.int64),
              "pass_start": np.array(0, np.int64), "pass_count": np.array(2, np.int64)}
-    values = validate.probe_tensors(final, feeds, names)
+    (values,) = validate.probe_tensors(final, [feeds], names)
     per_image, per_pass = [], []
     for value in values.values():
         if value.ndim == 0:

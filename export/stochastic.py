@@ -124,20 +124,21 @@ def make_stochastic(
     seed_key = hashes.seed_key(INPUT_SEED)
 
     sources = set(names) | ({INPUT_IMAGES} if trunk == "input" else set())
-    stochastic_nodes = set(dependents(graph, sources)[1])
-    fused = _broadcast_muls(graph, sites, set(frontier), stochastic_nodes)
+    stochastic_tensors, node_ids = dependents(graph, sources)
+    stochastic_nodes = set(node_ids)
+    fused = _broadcast_muls(graph, sites, set(frontier), stochastic_tensors)
+    fused_nodes = {i for i, _, _ in fused.values()}
     needs_tile = [name for name in frontier if any(
         name in node.input for i, node in enumerate(original_nodes)
-        if i in stochastic_nodes and i not in fused)]
+        if i in stochastic_nodes and i not in fused_nodes)]
     rewired = _tile_frontier(graph, b, needs_tile, ranks, passes_1d)
     for k, site in enumerate(sites):
         key = hashes.site_key(seed_key, k)
         mul, add = build_mask_values(b, hashes, site, key, pass_index)
-        fused_here = [i for i in fused if _mask_of(graph.node[i], k)]
-        for i in fused_here:
-            data, untiled = fused[i]
+        if k in fused:
+            i, data, untiled = fused[k]
             _add_broadcast_mul(b, graph.node[i], data, mul, untiled, passes_1d)
-        if not fused_here:
+        else:
             expand_shape = b.op("Concat", batch_1d, passes_1d,
                                 b.const(list(site.mask_shape), np.int64), axis=0)
             flat_shape = b.const([-1, *site.mask_shape], np.int64)
@@ -147,28 +148,25 @@ def make_stochastic(
                 unsqueezed = b.op("Unsqueeze", value, b.const([0], np.int64))
                 b.op_to(target, "Reshape", b.op("Expand", unsqueezed, expand_shape), flat_shape)
     for i, node in enumerate(original_nodes):
-        if i in stochastic_nodes and i not in fused:
+        if i in stochastic_nodes and i not in fused_nodes:
             for j, name in enumerate(node.input):
                 if name in rewired:
                     node.input[j] = rewired[name]
-    for i in sorted(fused, reverse=True):
+    for i in sorted(fused_nodes, reverse=True):
         del graph.node[i]
     b.flush()
     topological_sort(graph)
     return StochasticGraph(model, output, frontier, names, passes_1d, batch_1d)
 
 
-def _mask_of(node: onnx.NodeProto, k: int) -> bool:
-    return MUL_INPUT.format(k) in node.input
-
-
 def _broadcast_muls(
-    graph: onnx.GraphProto, sites: list[DropoutSite], frontier: set[str], stochastic_nodes: set[int]
-) -> dict[int, tuple[str, bool]]:
+    graph: onnx.GraphProto, sites: list[DropoutSite], frontier: set[str], stochastic: set[str]
+) -> dict[int, tuple[int, str, bool]]:
     """Mask multiplications that can broadcast a ``[T, ...]`` mask instead of an expanded one.
 
-    Returns ``{node index: (data input, data is untiled)}`` for every ``Mul(data, mcd_mul_k)`` whose
-    mask input feeds nothing else and whose site has no additive part (AlphaDropout). Such a Mul
+    Returns ``{site k: (node index, data input, data is untiled)}`` for every
+    ``Mul(data, mcd_mul_k)`` whose mask input feeds nothing else and whose site has no additive part
+    (AlphaDropout), where ``data`` is a frontier tensor or a stochastic (tiled) one. Such a Mul
     becomes ``Mul(data viewed as [N, T|1, ...], mask[1, T, ...])``: no tiled copy of a frontier
     tensor and no mask expanded over the batch are materialised.
     """
@@ -186,11 +184,8 @@ def _broadcast_muls(
         if node.op_type != "Mul" or len(node.input) != 2 or node.input[0] == node.input[1]:
             continue
         data = node.input[1] if node.input[0] == mask else node.input[0]
-        if data in frontier:
-            fused[users[0]] = (data, True)
-        elif users[0] in stochastic_nodes and any(data in graph.node[j].output
-                                                  for j in stochastic_nodes):
-            fused[users[0]] = (data, False)
+        if data in frontier or data in stochastic:
+            fused[k] = (users[0], data, data in frontier)
     return fused
 
 

@@ -169,17 +169,18 @@ def _close(
 
 
 def probe_tensors(
-    model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]
-) -> dict[str, np.ndarray]:
-    """Values of intermediate tensors ``names`` (added as extra outputs of a copy of ``model``)."""
+    model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], names: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """Values of intermediate tensors ``names`` for each feed dict, from one session of a copy of
+    ``model`` with those tensors added as outputs."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     existing = {o.name for o in copy.graph.output}
     for name in names:
         if name not in existing:
             copy.graph.output.append(onnx.ValueInfoProto(name=name))
-    values = session(copy).run(names, feeds)
-    return dict(zip(names, values, strict=True))
+    sess = session(copy)
+    return [dict(zip(names, sess.run(names, one), strict=True)) for one in feeds]
 
 
 def frontier_ranks(
@@ -187,11 +188,12 @@ def frontier_ranks(
     shape: tuple[int, ...],
 ) -> dict[str, int] | None:
     """Ranks of the frontier tensors if all of them carry the batch on axis 0, else None."""
+    batches = (2, 3)
+    feeds = [{INPUT_IMAGES: np.zeros((batch, *shape), np.float32), **mask_feeds(sites, ones_masks)}
+             for batch in batches]
     ranks: dict[str, int] = {}
-    for batch in (2, 3):
-        feeds = {INPUT_IMAGES: np.zeros((batch, *shape), np.float32),
-                 **mask_feeds(sites, ones_masks)}
-        for name, value in probe_tensors(masked, feeds, frontier).items():
+    for batch, values in zip(batches, probe_tensors(masked, feeds, frontier), strict=True):
+        for name, value in values.items():
             if value.ndim == 0 or value.shape[0] != batch or not np.issubdtype(
                 value.dtype, np.floating
             ):
