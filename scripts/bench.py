@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
+from digits import dropout_cnn  # noqa: E402
 from PIL import Image  # noqa: E402
 
 # images per model relative to --images: enough that start-up (session, file creation) is a small
@@ -42,10 +43,7 @@ def build(name: str):
     keras.utils.set_random_seed(0)
     L = keras.layers
     if name == "mnist":
-        return keras.Sequential([
-            keras.Input((28, 28, 1)), L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(),
-            L.Dropout(0.25), L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.5),
-            L.Dense(10, activation="softmax")])
+        return dropout_cnn(28)
     if name == "cnn":
         return keras.Sequential([
             keras.Input((28, 28, 1)), L.Conv2D(128, 7, activation="relu"), L.Dropout(0.2),

@@ -19,21 +19,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from digits import digit_images, dropout_cnn
 from PIL import Image
 
 SIZE = 28
 TRAIN = 1400
-
-
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1797 handwritten digits as uint8 28x28 images and labels."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    small = (data.images * (255.0 / 16.0)).astype(np.uint8)
-    big = np.stack([np.asarray(Image.fromarray(img).resize((SIZE, SIZE), Image.BILINEAR))
-                    for img in small])
-    return big, data.target
 
 
 def train(images: np.ndarray, labels: np.ndarray, epochs: int, path: Path) -> None:
@@ -42,16 +32,7 @@ def train(images: np.ndarray, labels: np.ndarray, epochs: int, path: Path) -> No
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 1)),
-        keras.layers.Conv2D(32, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Dropout(0.25),
-        keras.layers.Flatten(),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = dropout_cnn(SIZE)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     x = images[..., None].astype("float32") / 255.0
     model.fit(x, labels, epochs=epochs, batch_size=64, verbose=0, validation_split=0.1)
@@ -135,7 +116,7 @@ def main() -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
-    images, labels = digits()
+    images, labels = digit_images(SIZE)
     train(images[:TRAIN], labels[:TRAIN], args.epochs, out / "digits_cnn.keras")
     write_images(out / "images", images[TRAIN:], labels[TRAIN:])
     code = run([str(bin_dir / "mcd-export"), str(out / "digits_cnn.keras"),

@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
+from digits import digit_images, dropout_cnn
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "data" / "regression"
@@ -31,34 +31,21 @@ def build_model_and_images() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import keras
     import skimage.data
-    from sklearn.datasets import load_digits
 
     from export.api import ExportOptions, build, save
 
-    data = load_digits()
-    small = (data.images * (255.0 / 16.0)).astype(np.uint8)
-    images = np.stack([np.asarray(Image.fromarray(i).resize((SIZE, SIZE), Image.BILINEAR))
-                       for i in small])
+    images, labels = digit_images(SIZE)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 1)),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Dropout(0.25),
-        keras.layers.Flatten(),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = dropout_cnn(SIZE, filters=8, units=32)
     model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(images[:1500, ..., None] / 255.0, data.target[:1500], epochs=5, verbose=0)
+    model.fit(images[:1500, ..., None] / 255.0, labels[:1500], epochs=5, verbose=0)
     result = build(model, ExportOptions(class_names=tuple(str(i) for i in range(10))))
     ROOT.mkdir(parents=True, exist_ok=True)
     save(result.model, ROOT / "model.onnx")
     folder = ROOT / "images"
     shutil.rmtree(folder, ignore_errors=True)
     for i in range(1500, 1512):
-        label_dir = folder / str(data.target[i])
+        label_dir = folder / str(labels[i])
         label_dir.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i]).save(label_dir / f"{i}.png")
     other = folder / "other"
