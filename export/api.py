@@ -18,8 +18,8 @@ import onnx
 
 from export import convert, prune, reduce, stochastic, validate
 from export.errors import ExportUsageError, UnsupportedModelError
-from export.metadata import ModelMetadata, Preprocessing
 from export.validate import ATOL as DEFAULT_TOLERANCE
+from scorer.contract import ModelMetadata, Preprocessing
 
 IR_VERSION = 8  # onnxruntime 1.31 reads IR <= 13; opset 17 needs IR >= 8
 PROBE_TOP_TENSORS = 4

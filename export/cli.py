@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from export.errors import ExportError, ExportUsageError
-from export.metadata import RESIZE_METHODS
+from scorer.contract import RESIZE_METHODS
 
 
 def _size(value: str | None) -> tuple[int, int] | None:

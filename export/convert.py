@@ -30,7 +30,7 @@ tf.get_logger().setLevel("ERROR")
 
 from export.convert_names import ADD_INPUT, MUL_INPUT  # noqa: E402
 from export.errors import ExportError, ModelLoadError, UnsupportedModelError  # noqa: E402
-from export.metadata import DropoutSite  # noqa: E402
+from scorer.contract import DropoutSite  # noqa: E402
 
 OPSET = 17
 NOISE_LAYERS = ("GaussianNoise",)
@@ -74,7 +74,7 @@ def load_model(path: Path, unsafe: bool = False) -> keras.Model:
 
 
 def site_kind(layer: keras.layers.Layer) -> str | None:
-    """The :data:`export.metadata.SITE_KINDS` entry for a stochastic layer, else None."""
+    """The :data:`scorer.contract.SITE_KINDS` entry for a stochastic layer, else None."""
     layers = keras.layers
     if isinstance(layer, layers.GaussianDropout):
         return "gaussian_dropout"

@@ -18,7 +18,7 @@ import numpy as np
 
 from export.builder import GraphBuilder
 from export.hashing import HashOps, normal_np, uniform_np
-from export.metadata import DropoutSite
+from scorer.contract import DropoutSite
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946

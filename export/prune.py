@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 
 from export.convert_names import ADD_INPUT, MUL_INPUT
-from export.metadata import DropoutSite
+from scorer.contract import DropoutSite
 
 
 def used_sites(masked: onnx.ModelProto, sites: list[DropoutSite]) -> list[int]:

@@ -1,6 +1,6 @@
 """Graph rewrite: turn the ``[N*T, C]`` model output into the per-pass output and its statistics.
 
-Adds the graph outputs named in :mod:`export.metadata`: ``passes`` ``[N, T, C]``, and the sufficient
+Adds the graph outputs named in :mod:`scorer.contract`: ``passes`` ``[N, T, C]``, and the sufficient
 statistics ``pass_sum``, ``pass_m2`` (and for probabilities ``entropy_sum``, ``votes``) so that only
 ``[N, C]``-sized results need to leave ONNX Runtime when the passes are not saved. A sigmoid head
 with one unit becomes two classes ``[1 - p, p]``.
@@ -13,7 +13,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from export.builder import GraphBuilder, topological_sort
-from export.metadata import (
+from scorer.contract import (
     OUTPUT_ENTROPY_SUM,
     OUTPUT_M2,
     OUTPUT_PASSES,

@@ -27,7 +27,7 @@ from export.builder import GraphBuilder, topological_sort
 from export.convert_names import ADD_INPUT, MUL_INPUT
 from export.hashing import HashOps
 from export.masks import build_mask_values
-from export.metadata import INPUT_IMAGES, INPUT_PASS_COUNT, INPUT_PASS_START, INPUT_SEED, DropoutSite
+from scorer.contract import INPUT_IMAGES, INPUT_PASS_COUNT, INPUT_PASS_START, INPUT_SEED, DropoutSite
 
 TRUNK_MODES = ("cached", "input")
 

@@ -19,7 +19,7 @@ from export import convert
 from export.convert_names import ADD_INPUT, MUL_INPUT
 from export.errors import ValidationError
 from export.masks import mask_values_np
-from export.metadata import (
+from scorer.contract import (
     INPUT_IMAGES,
     INPUT_PASS_COUNT,
     INPUT_PASS_START,

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from export.metadata import LAYOUTS, Preprocessing
+from scorer.contract import LAYOUTS, Preprocessing
 from scorer.errors import ImageError, InputError, ScorerError
 
 DEFAULT_MAX_PIXELS = 89_478_485

@@ -9,7 +9,7 @@ There are two ways to the same numbers:
 
 - :func:`summarize_passes` is the reference, computed straight from ``passes``.
 - :func:`metrics_from_stats` works from :class:`PassStats`, the running sums the exported graph
-  outputs (``pass_sum``, ``pass_m2``, ``entropy_sum``, ``votes``; see :mod:`export.metadata`).
+  outputs (``pass_sum``, ``pass_m2``, ``entropy_sum``, ``votes``; see :mod:`scorer.contract`).
   Stats of chunks of passes of the same images combine with :func:`merge_stats`, so ``T`` can be
   split into chunks without keeping ``[N, T, C]`` in memory.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.metadata import OUTPUT_KINDS
+from scorer.contract import OUTPUT_KINDS
 
 PROBABILITY_METRICS = (
     "mean",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from export.metadata import LAYOUTS, Preprocessing
+from scorer.contract import LAYOUTS, Preprocessing
 from scorer.errors import ImageError
 from scorer.images import DEFAULT_MAX_PIXELS, ImageRef, decode, image_key, read_bytes
 

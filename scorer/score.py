@@ -23,8 +23,8 @@ import numpy as np
 import onnxruntime as ort
 import PIL
 
-from export.metadata import OUTPUT_PASSES
 from scorer import metrics
+from scorer.contract import OUTPUT_PASSES
 from scorer.errors import ImageError, OutputError, ScorerError, ScorerUsageError
 from scorer.h5out import ResultRows, ResultWriter, partial_path
 from scorer.images import DEFAULT_MAX_PIXELS, ImageRef, image_key, read_bytes

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.metadata import (
+from scorer.contract import (
     INPUT_IMAGES,
     INPUT_PASS_COUNT,
     INPUT_PASS_START,

@@ -6,8 +6,8 @@ import click
 import pytest
 
 from export.cli import main as export_main
-from export.metadata import SCHEMA_VERSION, ModelMetadata
 from scorer.cli import main as score_main
+from scorer.contract import SCHEMA_VERSION, ModelMetadata
 from scorer.h5out import dataset_descriptions
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")

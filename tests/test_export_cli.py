@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from export.cli import main
 from export.errors import ExportError, ExportUsageError, ModelLoadError, UnsupportedModelError
 from export.masks import mask_values_np
-from export.metadata import ModelMetadata
+from scorer.contract import ModelMetadata
 
 FAST = ["--validation-passes", "10", "-q"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-LIGHT_MODULES = ["export", "export.metadata", "export.errors", "export.cli", "export.hashing",
+LIGHT_MODULES = ["export", "scorer.contract", "export.errors", "export.cli", "export.hashing",
                  "export.masks", "export.reduce", "export.stochastic", "export.builder"]
 
 

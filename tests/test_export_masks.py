@@ -14,7 +14,7 @@ from scipy import stats
 
 from export.hashing import normal_np, uniform_np
 from export.masks import mask_values_np
-from export.metadata import DropoutSite
+from scorer.contract import DropoutSite
 
 UNITS = 1024  # 32x32 flat input
 Z = 5.0  # standard errors allowed in every statistical check

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from export.metadata import Preprocessing
 from scorer import images
+from scorer.contract import Preprocessing
 from scorer.errors import ImageError, InputError, ScorerError
 from scorer.images import ImageRef, decode, discover, image_key, read_bytes, read_file_list
 

@@ -14,8 +14,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from export.metadata import Preprocessing
 from scorer import pipeline
+from scorer.contract import Preprocessing
 from scorer.images import ImageRef, decode, image_key
 from scorer.pipeline import Batch, default_workers, iter_batches
 

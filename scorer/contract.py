@@ -1,4 +1,7 @@
-"""The metadata an exported graph carries in its ONNX ``metadata_props``.
+"""The contract between mcd-export and mcd-score: graph interface and model metadata.
+
+The scorer defines the file format it runs; the exporter writes against this module. It is pure
+Python (no TensorFlow, no ONNX Runtime).
 
 Everything the scorer needs to feed the graph and read its outputs travels inside the ``.onnx`` file
 under one key, :data:`METADATA_KEY`, as JSON with a schema version. This module is pure Python so the
