@@ -22,6 +22,8 @@ outputs
     ``pass_m2``      float32 ``[N, C]``: sum over the T passes of squared deviations from their mean.
     ``entropy_sum``  float32 ``[N]``: sum over passes of the entropy of each pass (probabilities only).
     ``votes``        float32 ``[N, C]``: number of passes whose argmax is each class (probabilities only).
+    ``label_entropy_sum`` float32 ``[N, C]``: sum over passes of each label's Bernoulli entropy
+                     ``-p log p - (1-p) log(1-p)`` (``multilabel`` only: independent sigmoid units).
 
 Pass ``t`` of seed ``s`` uses the same dropout masks for every image, whatever ``pass_start`` or the
 batch, so results can be computed in any batching or pass chunking and combined.
@@ -46,8 +48,11 @@ OUTPUT_SUM = "pass_sum"
 OUTPUT_M2 = "pass_m2"
 OUTPUT_ENTROPY_SUM = "entropy_sum"
 OUTPUT_VOTES = "votes"
+OUTPUT_LABEL_ENTROPY_SUM = "label_entropy_sum"
 
-OUTPUT_KINDS = ("probabilities", "values")
+OUTPUT_KINDS = ("probabilities", "multilabel", "values")
+"""``probabilities``: one distribution over C classes per pass (softmax, or a one-unit sigmoid as
+``[1 - p, p]``); ``multilabel``: C independent sigmoid probabilities; ``values``: raw outputs."""
 HEADS = ("softmax", "sigmoid", "linear")
 COLOR_MODES = ("rgb", "grayscale")
 LAYOUTS = ("NHWC", "NCHW")
