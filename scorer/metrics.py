@@ -2,8 +2,10 @@
 
 Axis convention everywhere: per-pass predictions ``passes`` have shape ``[N, T, C]`` (``N`` images,
 ``T`` stochastic passes, ``C`` classes or outputs). ``kind`` is ``"probabilities"`` (rows that sum
-to 1, as from a softmax head) or ``"values"`` (raw regression outputs, only ``mean`` and ``std``).
-Logarithms are natural, so entropies are in nats, and ``0 log 0`` is 0 (see :func:`xlogy`).
+to 1, as from a softmax head), ``"multilabel"`` (``C`` independent sigmoid probabilities, each a
+Bernoulli distribution) or ``"values"`` (raw regression outputs, only ``mean`` and ``std``).
+Logarithms are natural, so entropies are in nats, and ``0 log 0`` is 0 (see :func:`xlogy`). The
+metric names and their order come from :mod:`scorer.schema`.
 
 There are two ways to the same numbers:
 
@@ -15,7 +17,9 @@ There are two ways to the same numbers:
 
 The probability metrics follow Gal's thesis and BALD (Houlsby et al. 2011): predictive entropy
 ``H[mean_t p_t]`` (total uncertainty), expected entropy ``mean_t H[p_t]`` (aleatoric) and their
-difference, the mutual information (epistemic).
+difference, the mutual information (epistemic). For ``multilabel`` heads the same three are
+computed per label with the Bernoulli entropy ``h(p) = -p log p - (1-p) log(1-p)`` and also summed
+over labels (the entropy of independent labels is the sum of theirs).
 """
 
 from __future__ import annotations
@@ -24,38 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scorer.contract import OUTPUT_KINDS
+from scorer import schema
+from scorer.schema import check_kind as _check_kind
+from scorer.schema import metric_names
 
-PROBABILITY_METRICS = (
-    "mean",
-    "std",
-    "predicted_class",
-    "confidence",
-    "predictive_entropy",
-    "expected_entropy",
-    "mutual_information",
-    "variation_ratio",
-)
-VALUE_METRICS = ("mean", "std")
-
-#: Metrics with one value per image and output (``[N, C]``); the others are ``[N]``.
-PER_OUTPUT_METRICS = ("mean", "std")
-
-
-def metric_names(kind: str) -> tuple[str, ...]:
-    """The metric names computed for an output kind.
-
-    Args:
-        kind: ``"probabilities"`` or ``"values"``.
-
-    Returns:
-        :data:`PROBABILITY_METRICS` or :data:`VALUE_METRICS`.
-
-    Raises:
-        ValueError: ``kind`` is not one of ``OUTPUT_KINDS``.
-    """
-    _check_kind(kind)
-    return PROBABILITY_METRICS if kind == "probabilities" else VALUE_METRICS
+PROBABILITY_METRICS = metric_names("probabilities")
+MULTILABEL_METRICS = metric_names("multilabel")
+VALUE_METRICS = metric_names("values")
 
 
 def xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -90,6 +69,19 @@ def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
     return -np.sum(xlogy(probs, probs), axis=axis)
 
 
+def bernoulli_entropy(probs: np.ndarray) -> np.ndarray:
+    """``h(p) = -p log p - (1-p) log(1-p)`` in nats, elementwise (``0 log 0 = 0``).
+
+    Args:
+        probs: Probabilities of any shape, e.g. ``[N, C]`` or ``[N, T, C]``.
+
+    Returns:
+        float64 array of the same shape.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    return -(xlogy(probs, probs) + xlogy(1.0 - probs, 1.0 - probs))
+
+
 @dataclass
 class PassStats:
     """Running sums over ``T`` passes of ``N`` images, enough to compute every metric.
@@ -98,9 +90,11 @@ class PassStats:
         count: Number of passes ``T``.
         total: float64 ``[N, C]``, sum of the passes.
         m2: float64 ``[N, C]``, sum over passes of squared deviations from the per-image mean.
-        entropy_sum: float64 ``[N]``, sum over passes of ``H[p_t]``; None for kind ``"values"``.
+        entropy_sum: float64, sum over passes of each pass's entropy: ``[N]`` (``H[p_t]``) for
+            kind ``"probabilities"``, ``[N, C]`` (each label's ``h(p_t)``) for ``"multilabel"``,
+            None for ``"values"``.
         votes: float64 ``[N, C]``, number of passes whose argmax is each class (whole numbers);
-            None for kind ``"values"``.
+            ``"probabilities"`` only, else None.
     """
 
     count: int
@@ -127,9 +121,14 @@ def summarize_passes(passes: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     - ``variation_ratio`` float64 ``[N]``: ``1 - m / T`` where ``m`` is the number of passes
       whose argmax is the modal (most frequent) per-pass class.
 
+    Kind ``"multilabel"`` gives ``mean``, ``std``, the per-label ``[N, C]`` ``label_entropy``
+    (``h(mean)``), ``label_expected_entropy`` (``E_t h(p_t)``) and ``label_mutual_information``
+    (their difference, clipped to ``[0, label_entropy]``), and their sums over labels as
+    ``predictive_entropy``, ``expected_entropy`` and ``mutual_information`` ``[N]``.
+
     Args:
         passes: ``[N, T, C]`` per-pass probabilities or values, any float dtype, ``T >= 1``.
-        kind: ``"probabilities"`` or ``"values"``.
+        kind: ``"probabilities"``, ``"multilabel"`` or ``"values"``.
 
     Returns:
         Metric name -> array, with the keys of :func:`metric_names` in that order.
@@ -139,31 +138,31 @@ def summarize_passes(passes: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     """
     _check_kind(kind)
     passes = _as_passes(passes)
-    metrics = {"mean": passes.mean(axis=1), "std": passes.std(axis=1)}
-    if kind == "values":
-        return metrics
-    num_passes, num_classes = passes.shape[1], passes.shape[2]
-    pass_classes = passes.argmax(axis=2)  # [N, T]
-    class_counts = (pass_classes[:, :, None] == np.arange(num_classes)).sum(axis=1)  # [N, C]
-    modal_count = class_counts.max(axis=1)
-    expected_entropy = entropy(passes, axis=2).mean(axis=1)
-    metrics.update(_probability_metrics(metrics["mean"], expected_entropy))
-    metrics["variation_ratio"] = 1.0 - modal_count / num_passes
-    return metrics
+    mean = passes.mean(axis=1)
+    values: dict[str, np.ndarray] = {"mean": mean, "std": passes.std(axis=1)}
+    if kind == "multilabel":
+        values.update(_multilabel_metrics(mean, bernoulli_entropy(passes).mean(axis=1)))
+    elif kind == "probabilities":
+        num_passes, num_classes = passes.shape[1], passes.shape[2]
+        pass_classes = passes.argmax(axis=2)  # [N, T]
+        class_counts = (pass_classes[:, :, None] == np.arange(num_classes)).sum(axis=1)  # [N, C]
+        values.update(_probability_metrics(mean, entropy(passes, axis=2).mean(axis=1)))
+        values["variation_ratio"] = 1.0 - class_counts.max(axis=1) / num_passes
+    return {name: values[name] for name in metric_names(kind)}
 
 
 def pass_stats(passes: np.ndarray, kind: str) -> PassStats:
     """The running sums of a chunk of passes, as the exported graph computes them.
 
-    Numpy twin of the graph outputs ``pass_sum``, ``pass_m2``, ``entropy_sum`` and ``votes``.
+    Numpy twin of the graph outputs ``pass_sum``, ``pass_m2`` and ``entropy_sum`` and ``votes``
+    (probabilities) or ``label_entropy_sum`` (multilabel).
 
     Args:
         passes: ``[N, T, C]`` per-pass probabilities or values, any float dtype, ``T >= 1``.
-        kind: ``"probabilities"`` or ``"values"``.
+        kind: ``"probabilities"``, ``"multilabel"`` or ``"values"``.
 
     Returns:
-        :class:`PassStats` of the ``T`` passes, float64; ``entropy_sum`` and ``votes`` are None for
-        kind ``"values"``.
+        :class:`PassStats` of the ``T`` passes, float64.
 
     Raises:
         ValueError: ``passes`` is not ``[N, T, C]`` with ``T, C >= 1``, or ``kind`` is unknown.
@@ -175,6 +174,8 @@ def pass_stats(passes: np.ndarray, kind: str) -> PassStats:
     m2 = np.sum((passes - (total / num_passes)[:, None, :]) ** 2, axis=1)
     if kind == "values":
         return PassStats(count=num_passes, total=total, m2=m2)
+    if kind == "multilabel":
+        return PassStats(num_passes, total, m2, bernoulli_entropy(passes).sum(axis=1))
     one_hot = passes.argmax(axis=2)[:, :, None] == np.arange(num_classes)  # [N, T, C]
     return PassStats(
         count=num_passes,
@@ -198,8 +199,9 @@ def stats_from_outputs(
         count: ``pass_count`` of the call, the number of passes ``T``.
         pass_sum: ``[N, C]`` graph output ``pass_sum``.
         pass_m2: ``[N, C]`` graph output ``pass_m2``.
-        entropy_sum: ``[N]`` graph output ``entropy_sum``, or None for kind ``"values"``.
-        votes: ``[N, C]`` graph output ``votes``, or None for kind ``"values"``.
+        entropy_sum: graph output ``entropy_sum`` ``[N]`` (probabilities) or
+            ``label_entropy_sum`` ``[N, C]`` (multilabel), or None for kind ``"values"``.
+        votes: ``[N, C]`` graph output ``votes`` (probabilities), else None.
 
     Returns:
         :class:`PassStats` with every array cast to float64.
@@ -244,8 +246,8 @@ def merge_stats(a: PassStats, b: PassStats) -> PassStats:
     for name in ("entropy_sum", "votes"):
         if (getattr(a, name) is None) != (getattr(b, name) is None):
             raise ValueError(
-                f"cannot merge stats with and without {name}: one chunk was computed as "
-                "'probabilities' and the other as 'values'"
+                f"cannot merge stats with and without {name}: the chunks were computed for "
+                "different output kinds"
             )
     count = a.count + b.count
     delta = b.total / b.count - a.total / a.count
@@ -265,32 +267,30 @@ def metrics_from_stats(stats: PassStats, kind: str) -> dict[str, np.ndarray]:
     Agrees with :func:`summarize_passes` to rounding (within 1e-9 for float64 passes).
 
     Args:
-        stats: Stats of ``T`` passes, arrays ``[N, C]`` and ``[N]``.
-        kind: ``"probabilities"`` or ``"values"``.
+        stats: Stats of ``T`` passes, arrays ``[N, C]`` and ``[N]`` (or ``[N, C]``).
+        kind: ``"probabilities"``, ``"multilabel"`` or ``"values"``.
 
     Returns:
-        Metric name -> array (``mean``/``std`` ``[N, C]``, the others ``[N]``), with the keys of
+        Metric name -> array (per-class metrics ``[N, C]``, the others ``[N]``), with the keys of
         :func:`metric_names` in that order.
 
     Raises:
-        ValueError: ``kind`` is unknown, or is ``"probabilities"`` and ``stats`` has no
-            ``entropy_sum`` or ``votes``.
+        ValueError: ``kind`` is unknown, or the stats lack what ``kind`` needs.
     """
     _check_kind(kind)
     _check_stats(stats)
     mean = stats.total / stats.count
     # m2 is a sum of squares; clip the tiny negatives a merge can leave before the square root.
-    metrics = {"mean": mean, "std": np.sqrt(np.maximum(stats.m2, 0.0) / stats.count)}
-    if kind == "values":
-        return metrics
-    if stats.entropy_sum is None or stats.votes is None:
-        raise ValueError(
-            "metrics for kind 'probabilities' need entropy_sum and votes, but the stats have "
-            "none; compute them with kind='probabilities' or score with kind 'values'"
-        )
-    metrics.update(_probability_metrics(mean, stats.entropy_sum / stats.count))
-    metrics["variation_ratio"] = 1.0 - stats.votes.max(axis=1) / stats.count
-    return metrics
+    values: dict[str, np.ndarray] = {"mean": mean, "std": np.sqrt(np.maximum(stats.m2, 0.0) / stats.count)}
+    if kind != "values":
+        _check_has(stats, kind)
+        expected = stats.entropy_sum / stats.count
+        if kind == "multilabel":
+            values.update(_multilabel_metrics(mean, expected))
+        else:
+            values.update(_probability_metrics(mean, expected))
+            values["variation_ratio"] = 1.0 - stats.votes.max(axis=1) / stats.count
+    return {name: values[name] for name in metric_names(kind)}
 
 
 def failed_metrics(n: int, num_outputs: int, kind: str) -> dict[str, np.ndarray]:
@@ -299,26 +299,32 @@ def failed_metrics(n: int, num_outputs: int, kind: str) -> dict[str, np.ndarray]
     Args:
         n: Number of failed images ``N``.
         num_outputs: Number of classes or outputs ``C``.
-        kind: ``"probabilities"`` or ``"values"``.
+        kind: ``"probabilities"``, ``"multilabel"`` or ``"values"``.
 
     Returns:
-        Metric name -> array with the shapes and dtypes of :func:`summarize_passes`: float64
-        metrics are NaN (``[N, C]`` or ``[N]``), ``predicted_class`` is int64 ``-1``.
+        Metric name -> array with the shapes of :func:`summarize_passes`: float64 metrics are NaN
+        (``[N, C]`` or ``[N]``), ``predicted_class`` is int64 ``-1``.
     """
-    names = metric_names(kind)
-    metrics: dict[str, np.ndarray] = {}
-    for name in names:
-        if name == "predicted_class":
-            metrics[name] = np.full(n, -1, dtype=np.int64)
-        elif name in PER_OUTPUT_METRICS:
-            metrics[name] = np.full((n, num_outputs), np.nan, dtype=np.float64)
-        else:
-            metrics[name] = np.full(n, np.nan, dtype=np.float64)
-    return metrics
+    result: dict[str, np.ndarray] = {}
+    for name in metric_names(kind):
+        spec = schema.spec(name)
+        shape = (n, *spec.row_shape(num_outputs, 1))
+        dtype = np.int64 if spec.dtype == schema.INT else np.float64
+        result[name] = np.full(shape, spec.fill_value(), dtype=dtype)
+    return result
+
+
+def finite_rows(values: dict[str, np.ndarray]) -> np.ndarray:
+    """bool ``[N]``: rows whose every metric is finite (a NaN or inf output is not a result)."""
+    rows = None
+    for array in values.values():
+        finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        rows = finite if rows is None else rows & finite
+    return rows
 
 
 def _probability_metrics(mean: np.ndarray, expected_entropy: np.ndarray) -> dict[str, np.ndarray]:
-    """The metrics of ``mean`` ``[N, C]`` and ``expected_entropy`` ``[N]`` shared by both paths."""
+    """The metrics of ``mean`` ``[N, C]`` and ``expected_entropy`` ``[N]`` (one distribution)."""
     predictive_entropy = entropy(mean, axis=1)
     mutual_information = np.clip(predictive_entropy - expected_entropy, 0.0, predictive_entropy)
     return {
@@ -330,9 +336,32 @@ def _probability_metrics(mean: np.ndarray, expected_entropy: np.ndarray) -> dict
     }
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in OUTPUT_KINDS:
-        raise ValueError(f"kind {kind!r} is not one of {OUTPUT_KINDS}")
+def _multilabel_metrics(mean: np.ndarray, expected: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-label Bernoulli metrics of ``mean`` and ``expected`` ``[N, C]``, and their sums."""
+    label_entropy = bernoulli_entropy(mean)
+    label_mi = np.clip(label_entropy - expected, 0.0, label_entropy)
+    return {
+        "label_entropy": label_entropy,
+        "label_expected_entropy": expected,
+        "label_mutual_information": label_mi,
+        "predictive_entropy": label_entropy.sum(axis=1),
+        "expected_entropy": expected.sum(axis=1),
+        "mutual_information": label_mi.sum(axis=1),
+    }
+
+
+def _check_has(stats: PassStats, kind: str) -> None:
+    shape = stats.total.shape
+    if stats.entropy_sum is None or (kind == "probabilities" and stats.votes is None):
+        raise ValueError(
+            f"metrics for kind {kind!r} need entropy_sum"
+            f"{' and votes' if kind == 'probabilities' else ''}, but the stats have none; "
+            "compute them with the same kind"
+        )
+    want = shape[:1] if kind == "probabilities" else shape
+    if stats.entropy_sum.shape != want:
+        raise ValueError(f"entropy_sum must have shape {want} for kind {kind!r}, "
+                         f"got {stats.entropy_sum.shape}")
 
 
 def _as_passes(passes: np.ndarray) -> np.ndarray:
@@ -346,7 +375,7 @@ def _as_passes(passes: np.ndarray) -> np.ndarray:
 
 
 def _check_stats(stats: PassStats) -> None:
-    """Raise ValueError unless ``stats`` has ``count >= 1`` and ``[N, C]``/``[N]`` arrays."""
+    """Raise ValueError unless ``stats`` has ``count >= 1`` and consistent array shapes."""
     if stats.count < 1:
         raise ValueError(f"stats must cover at least one pass, got count={stats.count}")
     shape = stats.total.shape
@@ -355,10 +384,10 @@ def _check_stats(stats: PassStats) -> None:
     found = {"pass_m2": stats.m2.shape}
     if stats.votes is not None:
         found["votes"] = stats.votes.shape
-    if stats.entropy_sum is not None and stats.entropy_sum.shape != shape[:1]:
+    if stats.entropy_sum is not None and stats.entropy_sum.shape not in (shape[:1], shape):
         raise ValueError(
-            f"entropy_sum must have shape [N] = {shape[:1]} to match pass_sum {shape}, "
-            f"got {stats.entropy_sum.shape}"
+            f"entropy_sum must have shape [N] = {shape[:1]} or [N, C] = {shape} to match "
+            f"pass_sum, got {stats.entropy_sum.shape}"
         )
     for name, found_shape in found.items():
         if found_shape != shape:
