@@ -3,8 +3,9 @@
 Float datasets (``mean``/``std`` ``[N, C]``, the ``[N]`` uncertainty metrics and, when both
 files have it, ``passes`` ``[N, T, C]``) are compared like :func:`numpy.isclose`:
 ``|new - ref| <= atol + rtol * |ref|``, NaN in both counts as equal, NaN in one only differs.
-``predicted_class``, ``status``, ``key`` and ``label`` are compared exactly. Datasets are read
-one at a time and compared in row blocks, so memory is about two datasets.
+``predicted_class``, ``status``, ``key`` and ``label`` are compared exactly. A dataset of the
+reference that the new file lacks makes the comparison fail. Datasets are read one at a time and
+compared in row blocks, so memory is about two datasets.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from scorer.h5out import SCHEMA, open_results, read_attrs, read_dataset
+from scorer.reader import data_names, open_results, read_attrs, read_dataset
+from scorer.schema import SCHEMA
 
 EXACT_DATASETS = ("predicted_class", "status", "key", "label")
+SKIPPED_DATASETS = ("path", "reason")
+"""``path`` matches rows; ``reason`` is prose (schema 1 files have none), not compared."""
 PROVENANCE_ATTRS = ("model_sha256", "seed", "passes", "kind", "num_outputs", "schema_version")
 SHAPE_ATTRS = ("kind", "num_outputs")
 """Provenance attributes that make metrics incomparable when they differ."""
@@ -88,6 +92,7 @@ class Comparison:
     exact: list[ExactDiff] = field(default_factory=list)
     only_in_ref: list[str] = field(default_factory=list)
     only_in_new: list[str] = field(default_factory=list)
+    missing_datasets: list[str] = field(default_factory=list)
     provenance: list[AttrDiff] = field(default_factory=list)
     incomparable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -96,7 +101,7 @@ class Comparison:
     def ok(self) -> bool:
         """True when no metric is out of tolerance, nothing changed and every path matched."""
         return not (self.incomparable or self.only_in_ref or self.only_in_new
-                    or any(m.rows_out_of_tolerance for m in self.metrics)
+                    or self.missing_datasets or any(m.rows_out_of_tolerance for m in self.metrics)
                     or any(e.rows_changed for e in self.exact))
 
 
@@ -186,11 +191,11 @@ def _unmatched(paths: np.ndarray, matched_rows: np.ndarray) -> list[str]:
 def _shared_datasets(comparison: Comparison, ref_file: h5py.File,
                      new_file: h5py.File) -> list[str]:
     """Datasets in both files (except ``path``) in schema order, noting those in one only."""
-    ref_names = [n for n in ref_file if isinstance(ref_file[n], h5py.Dataset) and n != "path"]
-    new_names = {n for n in new_file if isinstance(new_file[n], h5py.Dataset) and n != "path"}
-    for name in sorted(set(ref_names) ^ new_names):
-        where = "ref" if name in ref_names else "new"
-        comparison.notes.append(f"{name} not compared: only the {where} file has it")
+    ref_names = [n for n in data_names(ref_file) if n not in SKIPPED_DATASETS]
+    new_names = {n for n in data_names(new_file) if n not in SKIPPED_DATASETS}
+    comparison.missing_datasets = [n for n in ref_names if n not in new_names]
+    for name in sorted(new_names - set(ref_names)):
+        comparison.notes.append(f"{name} not compared: only the new file has it")
     order = {spec.name: i for i, spec in enumerate(SCHEMA)}
     shared = [name for name in ref_names if name in new_names]
     return sorted(shared, key=lambda name: (order.get(name, len(order)), name))
@@ -320,5 +325,7 @@ def _verdict(c: Comparison) -> str:
         problems.append(f"{len(c.only_in_ref)} paths only in ref")
     if c.only_in_new:
         problems.append(f"{len(c.only_in_new)} paths only in new")
+    if c.missing_datasets:
+        problems.append(f"new lacks datasets the reference has: {', '.join(c.missing_datasets)}")
     return "DIFFERENT: " + "; ".join(problems)
 

@@ -10,7 +10,7 @@ import pytest
 
 from scorer.compare import compare_results, element_differences, format_comparison, match_rows
 from scorer.errors import OutputError
-from scorer.h5out import ResultRows, ResultWriter
+from scorer.h5write import FileHeader, write_results
 
 SCALARS = ("confidence", "predictive_entropy", "expected_entropy", "mutual_information",
            "variation_ratio")
@@ -38,18 +38,15 @@ def make_columns(count: int = 6, num_outputs: int = 3, passes: int = 4,
 def write(path: Path, columns: dict[str, object], *, kind: str = "probabilities",
           seed: int = 0, passes: int = 4, save_passes: bool = False,
           attrs: dict | None = None) -> Path:
-    metric_names = ["mean", "std", *(("predicted_class", *SCALARS)
-                                     if kind == "probabilities" else ())]
+    count = len(columns["path"])
     num_outputs = np.asarray(columns["mean"]).shape[1]
-    rows = ResultRows(path=list(columns["path"]), key=list(columns["key"]),
-                      status=list(columns["status"]), label=None,
-                      metrics={name: np.asarray(columns[name]) for name in metric_names},
-                      passes=np.asarray(columns["passes"]) if save_passes else None)
-    with ResultWriter.open(path, kind=kind, num_outputs=num_outputs, passes=passes, seed=seed,
-                           save_passes=save_passes, has_labels=False,
-                           attrs=attrs or {"model_sha256": "abc"}, mode="new") as writer:
-        writer.append(rows)
-        return writer.finish()
+    rows = {"reason": [""] * count, **columns}
+    if not save_passes:
+        rows.pop("passes")
+    header = FileHeader(kind, num_outputs, passes, seed, save_passes, False,
+                        attrs=attrs or {"model_sha256": "abc"})
+    write_results(path, header, [rows], count)
+    return path
 
 
 def pair(tmp_path: Path, change=None, **options) -> tuple[Path, Path]:

@@ -1,0 +1,92 @@
+"""Schema-1 files from mcd-score 0.1: a resumable partial is imported as the first segment.
+
+Schema 1 kept an interrupted run in ``OUT.partial``, one HDF5 file whose ``rows_complete`` root
+attribute counts the rows that were flushed. ``--resume`` checks that it belongs to the same run
+(the identity attributes schema 1 recorded) and turns its complete rows into a segment, so the
+run continues as a schema-2 run. Schema 1 had no ``reason`` dataset: imported failed rows get
+their status code as their reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from scorer import schema, segments
+from scorer.errors import OutputError
+from scorer.h5write import FileHeader
+
+V1_IDENTITY = ("kind", "num_outputs", "passes", "seed", "save_passes", "has_labels",
+               "model_sha256", "max_pixels", "jpeg_draft")
+
+
+def partial_path(out: Path) -> Path:
+    """Where schema 1 kept an interrupted run: ``OUT.partial``."""
+    return out.with_name(out.name + ".partial")
+
+
+def import_partial(old: Path, header: FileHeader, identity: Mapping[str, Any],
+                   folder: Path) -> int:
+    """Check ``old`` belongs to this run and commit its complete rows as segment 0 of ``folder``.
+
+    Returns:
+        The number of rows imported.
+
+    Raises:
+        OutputError: ``old`` is unreadable, of a different run, or lacks a dataset.
+    """
+    try:
+        file = h5py.File(old, "r")
+    except OSError as error:
+        raise OutputError(f"cannot read the interrupted run {old} ({error}); use --overwrite "
+                          "to start again") from error
+    with file:
+        _check_identity(old, file.attrs, identity)
+        rows = int(file.attrs.get("rows_complete", 0))
+        columns: dict[str, Any] = {}
+        for spec in schema.dataset_specs(header.kind, header.save_passes, header.has_labels):
+            if spec.name == "reason":
+                continue
+            if spec.name not in file:
+                raise OutputError(f"{old} has no {spec.name!r} dataset; it is damaged, use "
+                                  "--overwrite to start again")
+            data = file[spec.name]
+            if spec.dtype == schema.STRING:
+                columns[spec.name] = data.asstr()[:rows].tolist()
+            else:
+                columns[spec.name] = np.asarray(data[:rows], dtype=spec.dtype)
+    columns["reason"] = ["" if s == schema.STATUS_OK else s for s in columns["status"]]
+    if rows:
+        folder.mkdir(parents=True, exist_ok=True)
+        segments.write_segment(folder, 0, columns)
+    return rows
+
+
+def _check_identity(old: Path, attrs: h5py.AttributeManager, identity: Mapping[str, Any]) -> None:
+    differing = []
+    for name in V1_IDENTITY:
+        stored = _plain(attrs.get(name))
+        if name in identity and stored != identity[name]:
+            differing.append(f"{name}: {stored!r} (interrupted run) vs {identity[name]!r} (now)")
+    if differing:
+        raise OutputError(f"cannot resume {old}: it was written by a different run; "
+                          f"{'; '.join(differing)}. Rerun with the same settings, or use "
+                          "--overwrite to start again")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

@@ -1,0 +1,267 @@
+"""A run in progress lives in ``OUT.parts/``, next to the output, until it is complete.
+
+::
+
+    OUT.parts/
+        lock        held with flock(2) by the process writing; names its pid and host
+        job.json    the run's identity (model, seed, passes, decoding settings, input list) and
+                    the header of the results file, written once, atomically
+        shard-00000/000000000000-000000001500.npz ...   committed rows (:mod:`scorer.segments`)
+
+The lock is taken before anything is created, truncated or removed, so a second run on the same
+output (``--overwrite`` included) stops with an error instead of damaging the first. ``finish``
+merges the segments into a temporary file inside ``OUT.parts/``, fsyncs it, renames it over
+``OUT`` and only then removes ``OUT.parts/``: ``OUT`` is always either absent, the previous
+complete file, or the new complete file.
+
+A schema-1 partial (``OUT.partial``, one HDF5 file) left by an older mcd-score is imported on
+``--resume``: its complete rows become the first segment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import stat
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scorer import legacy, segments
+from scorer.errors import OutputError, OutputWriteError
+from scorer.h5write import FileHeader, write_results
+from scorer.isolate import ChildFailed, run_in_child
+from scorer.segments import Segment, SegmentWriter
+
+JOB_FILE = "job.json"
+LOCK_FILE = "lock"
+JOB_FORMAT = 1
+
+
+def parts_path(out: Path) -> Path:
+    """The folder of a run in progress: ``OUT.parts``."""
+    return out.with_name(out.name + ".parts")
+
+
+def check_output_path(out: Path) -> None:
+    """Refuse output paths that cannot hold a results file, before anything is written.
+
+    Raises:
+        OutputError: The path is empty, a folder, an existing non-regular file (device, FIFO,
+            socket), or its folder is missing or not writable.
+    """
+    if not str(out) or str(out) in (".", "..") or out.name in ("", ".", ".."):
+        raise OutputError(f"the output path {str(out)!r} is not a file name; give a path such "
+                          "as results.h5")
+    with contextlib.suppress(FileNotFoundError):
+        mode = out.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise OutputError(f"the output {out} is a folder; give a file name inside it, e.g. "
+                              f"{out / 'results.h5'}")
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"the output {out} exists and is not a regular file (a device, "
+                              "FIFO or socket); mcd-score only replaces regular files")
+    parent = out.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out}: folder {parent} is not writable; choose a "
+                          "writable output folder")
+
+
+class RunDir:
+    """The locked ``OUT.parts/`` folder of one run; use :meth:`open` and close (or finish) it."""
+
+    def __init__(self, out: Path, header: FileHeader, identity: Mapping[str, Any]) -> None:
+        self.out = out
+        self.path = parts_path(out)
+        self.header = header
+        self.identity = dict(identity)
+        self._lock_fd: int | None = None
+
+    @classmethod
+    def open(cls, out: Path, header: FileHeader, identity: Mapping[str, Any], mode: str) -> RunDir:
+        """Lock ``OUT.parts/`` and prepare it for ``mode`` (``new``, ``overwrite``, ``resume``).
+
+        Raises:
+            OutputError: Another run holds the lock, OUT or an interrupted run exists for
+                ``new``, OUT is complete for ``resume``, or the interrupted run differs.
+        """
+        out = Path(out)
+        check_output_path(out)
+        run = cls(out, header, identity)
+        run._lock()
+        fresh = not any(entry.name != LOCK_FILE for entry in run.path.iterdir())
+        try:
+            run._prepare(mode)
+        except BaseException:
+            if fresh:  # leave no empty OUT.parts/ behind a refused run
+                shutil.rmtree(run.path, ignore_errors=True)
+            run.close()
+            raise
+        return run
+
+    # ---- locking ----------------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        try:
+            self.path.mkdir(exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot create {self.path}: {error.strerror}") from error
+        lock = self.path / LOCK_FILE
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise OutputError(
+                    f"{self.out} is being written by another mcd-score run ({holder}); wait for "
+                    "it to finish, or stop it and run again with --resume"
+                ) from None
+            try:  # the holder may have removed OUT.parts/ after finishing; lock the new one
+                if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                    break
+            except FileNotFoundError:
+                self.path.mkdir(exist_ok=True)
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {started}\n".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the lock (the folder stays for ``--resume``). Idempotent."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # ---- modes ------------------------------------------------------------------------------
+
+    def _prepare(self, mode: str) -> None:
+        job, old = self.path / JOB_FILE, legacy.partial_path(self.out)
+        if not job.exists():  # job.json is written before any row: rows without it are garbage
+            self._clear()  # of a run that finished (or never started) when it was killed
+        if mode == "new":
+            if self.out.exists():
+                raise OutputError(f"output file {self.out} already exists; use --overwrite to "
+                                  "replace it or --resume to continue an interrupted run")
+            if job.exists() or old.exists():
+                raise OutputError(f"found an interrupted run in {job.parent if job.exists() else old};"
+                                  " use --resume to continue it or --overwrite to start again")
+        elif mode == "overwrite":
+            self._clear()
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+        elif mode == "resume":
+            if job.exists():
+                self._check_identity(_read_json(job))
+            elif not old.exists() and self.out.exists():
+                raise OutputError(f"{self.out} is already complete; use --overwrite to score again")
+        else:
+            raise ValueError(f"mode must be new, overwrite or resume, got {mode!r}")
+        if not job.exists():
+            self._write_job()
+        if old.exists():
+            if not self.committed():
+                legacy.import_partial(old, self.header, self.identity, self.shard_path(0))
+            old.unlink()
+
+    def _clear(self) -> None:
+        for entry in self.path.iterdir():
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def _write_job(self) -> None:
+        data = {"format": JOB_FORMAT, "identity": self.identity, "header": asdict(self.header)}
+        text = json.dumps(data, sort_keys=True, indent=1).encode()
+        segments.atomic_write(self.path / JOB_FILE, lambda stream: stream.write(text))
+
+    def _check_identity(self, stored: dict[str, Any]) -> None:
+        before = json.loads(json.dumps(stored.get("identity", {})))
+        now = json.loads(json.dumps(self.identity))
+        differing = [f"{name}: {before.get(name)!r} (interrupted run) vs {now.get(name)!r} (now)"
+                     for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+        if differing:
+            raise OutputError(f"cannot resume {self.path}: it was started with different settings "
+                              f"or inputs; {'; '.join(differing)}. Rerun with the same settings, "
+                              "or use --overwrite to start again")
+
+    # ---- rows ---------------------------------------------------------------------------------
+
+    def shard_path(self, shard: int) -> Path:
+        return self.path / f"shard-{shard:05d}"
+
+    def committed(self, shard: int = 0) -> list[Segment]:
+        return segments.committed(self.shard_path(shard))
+
+    def writer(self, shard: int = 0, flush_seconds: float = segments.FLUSH_SECONDS) -> SegmentWriter:
+        """The writer appending to ``shard``'s committed rows (rows commit at least every
+        ``flush_seconds``: what a kill can cost)."""
+        folder = self.shard_path(shard)
+        folder.mkdir(exist_ok=True)
+        return SegmentWriter(folder, segments.rows_in(self.committed(shard)), flush_seconds)
+
+    def finish(self, attrs: Mapping[str, Any]) -> Path:
+        """Merge the committed rows into ``OUT`` (atomically) and remove ``OUT.parts/``.
+
+        Raises:
+            OutputWriteError: The merged file could not be written; the rows stay committed.
+        """
+        parts = self.committed()
+        header = FileHeader(**{**asdict(self.header), "attrs": {**self.header.attrs, **attrs}})
+        temporary = self.path / "final.h5.tmp"
+        try:
+            run_in_child(lambda: write_results(temporary, header, segments.iter_columns(parts),
+                                               segments.rows_in(parts)))
+            segments.fsync_path(temporary)
+            os.replace(temporary, self.out)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            if isinstance(error, ChildFailed) and shutil.disk_usage(self.path).free < 1 << 20:
+                error = OSError(errno.ENOSPC, f"No space left on device ({error.strerror})")
+            raise segments.write_error(self.out, error) from error
+        segments.fsync_path(self.out.parent, directory=True)
+        with contextlib.suppress(OSError):  # without job.json, what is left is garbage
+            (self.path / JOB_FILE).unlink()
+            segments.fsync_path(self.path, directory=True)
+            shutil.rmtree(self.path)
+        self.close()
+        return self.out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise OutputError(f"{path} is damaged ({error}); use --overwrite to start again") from error
+
+
+def _read_holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        if text:
+            return text
+    return "process unknown"
+
+
+__all__ = ["OutputWriteError", "RunDir", "check_output_path", "parts_path"]

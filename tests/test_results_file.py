@@ -1,0 +1,195 @@
+"""The finished results file (scorer.h5write) and its readers: h5py, read_results, xarray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from scorer import read_results, schema
+from scorer.errors import OutputError, ScorerUsageError
+from scorer.h5write import FileHeader, write_results
+from scorer.reader import read_arrays, table_columns
+
+V1 = Path(__file__).parent / "data" / "v1"
+CLASSES = ("cat", "dog", "émeu")
+RAW_NAME = os.fsdecode(b"photos/\xff\xfeodd.jpg")
+
+
+def make_rows(kind: str, count: int, passes: int = 4, start: int = 0) -> dict[str, object]:
+    """Rows whose every value is known: row i, class c -> (i + 1) * 0.01 + c * 0.1 (+ offsets)."""
+    rng = np.arange(start, start + count)
+    per_class = ((rng[:, None] + 1) * 0.01 + np.arange(3)[None, :] * 0.1).astype(np.float32)
+    rows: dict[str, object] = {
+        "path": [f"{CLASSES[i % 3]}/{i:03d}.png" for i in rng], "key": [f"{i:064x}" for i in rng],
+        "status": ["ok" if i % 5 else "truncated" for i in rng],
+        "reason": ["" if i % 5 else "the PNG file ends early" for i in rng],
+        "label": [CLASSES[i % 3] for i in rng],
+        "passes": np.repeat(per_class[:, None, :], passes, axis=1)}
+    for name in schema.metric_names(kind):
+        spec = schema.spec(name)
+        if spec.dtype == schema.INT:
+            rows[name] = (rng % 3).astype(np.int64)
+        elif len(spec.dims) == 2:
+            rows[name] = per_class + len(name)
+        else:
+            rows[name] = (rng * 0.5 + len(name)).astype(np.float32)
+    return rows
+
+
+def write(path: Path, kind: str = "probabilities", count: int = 7, save_passes: bool = True,
+          labels: bool = True, batches: int = 2) -> dict[str, object]:
+    header = FileHeader(kind, 3, 4, 11, save_passes, labels, CLASSES, {"model_sha256": "m",
+                                                                       "versions": {"x": 1}})
+    parts = [make_rows(kind, len(chunk), start=chunk[0])
+             for chunk in np.array_split(np.arange(count), batches) if len(chunk)]
+    write_results(path, header, parts, count)
+    return {name: (np.concatenate([p[name] for p in parts]) if isinstance(parts[0][name], np.ndarray)
+                   else [v for p in parts for v in p[name]]) for name in parts[0]}
+
+
+@pytest.mark.parametrize("kind", ["probabilities", "multilabel", "values"])
+@pytest.mark.parametrize(("labels", "save_passes"), [(False, False), (True, True)])
+def test_arrays_round_trip(tmp_path: Path, kind: str, labels: bool, save_passes: bool) -> None:
+    path = tmp_path / "out.h5"
+    rows = write(path, kind, save_passes=save_passes, labels=labels)
+    data, attrs = read_arrays(path)
+    expected = {s.name for s in schema.dataset_specs(kind, save_passes, labels)}
+    assert set(data) == expected
+    for name in expected:
+        np.testing.assert_array_equal(np.asarray(data[name]), np.asarray(rows[name]), err_msg=name)
+    assert attrs["schema_version"] == 2 and attrs["kind"] == kind and attrs["seed"] == 11
+    assert attrs["class_names"] == list(CLASSES) and attrs["versions"] == {"x": 1}
+
+
+def test_every_dataset_has_a_description_and_is_chunked_and_compressed(tmp_path: Path) -> None:
+    path = tmp_path / "out.h5"
+    write(path)
+    with h5py.File(path) as file:
+        for spec in schema.dataset_specs("probabilities", True, True):
+            dataset = file[spec.name]
+            assert dataset.attrs["description"] == spec.description
+            assert dataset.compression == "gzip" and dataset.shuffle and dataset.chunks
+
+
+@pytest.mark.parametrize("kind", ["probabilities", "multilabel", "values"])
+def test_xarray_opens_it_with_named_dimensions_and_class_names(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "out.h5"
+    rows = write(path, kind)
+    classes = "output" if kind == "values" else "class"
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        assert ds["mean"].dims == ("image", classes)
+        assert ds["passes"].dims == ("image", "pass", classes)
+        assert ds["status"].dims == ("image",)
+        assert list(ds[classes].values) == list(CLASSES)
+        assert ds.sizes == {"image": 7, classes: 3, "pass": 4}
+        assert isinstance(ds["path"].values[0], str) and list(ds["path"].values) == rows["path"]
+        np.testing.assert_array_equal(ds["mean"].sel({classes: "dog"}).values,
+                                      np.asarray(rows["mean"])[:, 1])
+        assert ds.attrs["kind"] == kind
+
+
+def test_read_results_is_one_row_per_image_with_a_column_per_class(tmp_path: Path) -> None:
+    path = tmp_path / "out.h5"
+    rows = write(path, count=9, batches=3)
+    table = read_results(path)
+    assert isinstance(table, pd.DataFrame) and len(table) == 9
+    assert list(table.columns[:6]) == ["path", "label", "status", "reason", "predicted_class",
+                                       "predicted_name"]
+    assert "mean_émeu" in table.columns and "std_cat" in table.columns and "passes" not in table
+    assert table["path"].tolist() == rows["path"]
+    np.testing.assert_array_equal(table["std_dog"], np.asarray(rows["std"])[:, 1])
+    np.testing.assert_array_equal(table["mutual_information"], rows["mutual_information"])
+    ok = np.asarray(rows["status"]) == "ok"
+    names = np.array(CLASSES)[np.asarray(rows["predicted_class"])]
+    assert table["predicted_name"][ok].tolist() == names[ok].tolist()
+    assert table.columns.tolist() == table_columns_of(path)
+
+
+def table_columns_of(path: Path) -> list[str]:
+    with h5py.File(path) as file:
+        return table_columns(file)
+
+
+def test_read_results_reads_only_the_asked_columns_in_chunks(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "out.h5"
+    rows = write(path, count=10)
+    read = []
+    original = h5py.Dataset.__getitem__
+
+    def spy(self, key):
+        read.append(self.name)
+        return original(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    frames = list(read_results(path, columns=["path", "mean_dog"], chunk_rows=4))
+    assert [len(f) for f in frames] == [4, 4, 2]
+    assert {name for name in read} <= {"/path", "/mean", "/class", "/kind"}
+    joined = pd.concat(frames, ignore_index=True)
+    np.testing.assert_array_equal(joined["mean_dog"], np.asarray(rows["mean"])[:, 1])
+    with pytest.raises(ScorerUsageError, match="no columns \\['nope'\\]"):
+        read_results(path, columns=["nope"])
+
+
+def test_names_that_are_not_utf8_round_trip_byte_exact(tmp_path: Path) -> None:
+    """Issue 9.3: a file name that is not valid UTF-8 gave a traceback at the flush."""
+    path = tmp_path / "out.h5"
+    header = FileHeader("values", 3, 4, 0, False, False)
+    rows = make_rows("values", 3)
+    rows["path"][1] = RAW_NAME
+    write_results(path, header, [rows], 3)
+    data, _ = read_arrays(path)
+    assert data["path"][1].encode("utf-8", "surrogateescape") == b"photos/\xff\xfeodd.jpg"
+    assert read_results(path)["path"][1] == RAW_NAME
+    with xr.open_dataset(path, engine="h5netcdf") as ds:  # readable text for everyone else
+        assert ds["path"].values[1] == "photos/\\xff\\xfeodd.jpg"
+
+
+def test_schema_1_files_are_still_read(tmp_path: Path) -> None:
+    data, attrs = read_arrays(V1 / "complete.h5")
+    assert attrs["schema_version"] == 1 and len(data["path"]) == 15
+    assert data["reason"][data["status"] != "ok"].tolist() == data["status"][data["status"] != "ok"].tolist()
+    table = read_results(V1 / "complete.h5")
+    assert table["mean_3"].notna().sum() == 14 and "predicted_name" in table
+    partial, _ = read_arrays(V1 / "partial.h5")  # only the flushed rows_complete rows
+    assert len(partial["path"]) == 8
+
+
+def test_pandas_missing_is_a_clear_message(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "out.h5"
+    write(path)
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ScorerUsageError, match=r"needs pandas: pip install 'mcd-score\[table\]'"):
+        read_results(path)
+
+
+@pytest.mark.parametrize("case", ["missing", "not-hdf5", "foreign", "newer"])
+def test_other_files_are_refused(tmp_path: Path, case: str) -> None:
+    path = tmp_path / "x.h5"
+    if case == "not-hdf5":
+        path.write_text("hello")
+    elif case == "foreign":
+        with h5py.File(path, "w") as file:
+            file["data"] = [1, 2]
+    elif case == "newer":
+        write(path)
+        with h5py.File(path, "a") as file:
+            file.attrs["schema_version"] = 99
+    with pytest.raises(OutputError):
+        read_arrays(path)
+
+
+def test_a_copy_is_read_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "out.h5"
+    write(path)
+    shutil.copy(path, tmp_path / "copy.h5")
+    first, second = read_arrays(path)[0], read_arrays(tmp_path / "copy.h5")[0]
+    for name in first:
+        np.testing.assert_array_equal(np.asarray(first[name]), np.asarray(second[name]))
