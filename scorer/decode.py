@@ -1,10 +1,8 @@
-"""Image discovery, reading, decoding and preprocessing.
+"""Decoding and preprocessing: file bytes -> one ``float32`` row of the graph input.
 
-Files flow one way: :func:`discover` or :func:`read_file_list` name them (:class:`ImageRef`),
-:func:`read_bytes` reads them, :func:`image_key` hashes them and :func:`decode` turns the bytes
-into one preprocessed ``float32`` row of the graph input, ``[H, W, C]`` (layout ``NHWC``) or
-``[C, H, W]`` (``NCHW``). A file that cannot be used raises :class:`~scorer.errors.ImageError`
-with a short fixed ``reason`` that becomes its status; it never stops the run.
+:func:`decode` turns the bytes into ``[H, W, C]`` (layout ``NHWC``) or ``[C, H, W]`` (``NCHW``). A
+file that cannot be used raises :class:`~scorer.errors.ImageError` with a short fixed ``reason``
+that becomes its status; it never stops the run.
 
 Decoding follows the Keras ``load_img`` pipeline the models were trained with (convert the colour
 mode, then resize the 8-bit image with Pillow), plus EXIF orientation and safety checks:
@@ -15,26 +13,27 @@ mode, then resize the 8-bit image with Pillow), plus EXIF orientation and safety
   scaled by ``255 / 65535`` and clipped; 32-bit float (``F``) is taken as ``0..1`` when its largest
   finite value is at most 1 and as ``0..255`` otherwise; these are resized as floats;
 - RGB to grayscale uses Pillow's ITU-R 601-2 luma, grayscale to RGB repeats the channel.
+
+Safety: the size is checked on the header before any pixel is decoded, against ``max_pixels`` and
+against ``max_image_bytes``, an estimate of the memory decoding and converting will take (so a
+small file that inflates to a huge image is refused); a file whose data ends early is
+``truncated`` in every format, including the cases Pillow accepts (a PNG without its ``IEND``
+chunk, a GIF without its trailer, a WebP or BMP shorter than its header says).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import struct
 import threading
 import warnings
 import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from scorer.contract import LAYOUTS, Preprocessing
-from scorer.errors import ImageError, InputError, ScorerError
+from scorer.errors import ImageError, ScorerError
 
 DEFAULT_MAX_PIXELS = 89_478_485
 """Largest accepted ``width * height``; the same as Pillow's default ``MAX_IMAGE_PIXELS``."""
@@ -42,7 +41,9 @@ DEFAULT_MAX_PIXELS = 89_478_485
 FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
 """Pillow formats :func:`decode` accepts; anything else is ``"not an image"``."""
 
-REASON_UNREADABLE = "unreadable"
+DEFAULT_MAX_IMAGE_MB = 256
+"""Largest estimated decoding memory of one image (an RGB image of 64 megapixels)."""
+
 REASON_EMPTY = "empty file"
 REASON_NOT_IMAGE = "not an image"
 REASON_TRUNCATED = "truncated"
@@ -66,146 +67,13 @@ _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 _OPEN_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    """One input file.
-
-    Attributes:
-        path: POSIX path relative to the images root, or the line as written in a file list.
-        source: Absolute path of the file.
-        label: Top-level sub-folder of the root holding the file, or ``None``.
-    """
-
-    path: str
-    source: Path
-    label: str | None = None
-
-
-def discover(root: Path) -> list[ImageRef]:
-    """List every file under ``root``, sorted by relative POSIX path.
-
-    Hidden files and folders (name starting with ``.``) are skipped; everything else is kept, images
-    or not, so that nothing is silently dropped (non-images become failed rows). Links to folders
-    are followed unless they loop back to a folder above; broken links are kept (they fail as
-    ``"unreadable"``); FIFOs, sockets and devices are skipped.
-
-    Args:
-        root: The images folder. A file in ``root/cat/...`` gets label ``"cat"``; files directly in
-            ``root`` get label ``None``.
-
-    Raises:
-        InputError: ``root`` does not exist, is not a folder, holds no files, or has a sub-folder
-            that cannot be listed.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise InputError(
-            f"image folder '{root}' does not exist; pass the folder that holds the images "
-            "(one sub-folder per class is optional)"
-        )
-    if not root.is_dir():
-        raise InputError(
-            f"'{root}' is a file, expected a folder of images; pass its parent folder, "
-            "or list the files to score in a file list"
-        )
-    base = root.absolute()
-    refs = [_ref_for(base, relative) for relative in _walk_files(base)]
-    if not refs:
-        raise InputError(
-            f"image folder '{root}' holds no files (hidden files and folders, whose names start "
-            "with '.', are skipped); check the path or add images"
-        )
-    refs.sort(key=lambda ref: ref.path)
-    return refs
-
-
-def _walk_files(base: Path) -> list[str]:
-    """Relative POSIX paths of the non-hidden files under ``base``.
-
-    Linked folders are followed unless they lead back to a folder on the way down (a cycle).
-    """
-    found: list[str] = []
-    real_ancestors = {os.fspath(base): frozenset({os.path.realpath(base)})}
-
-    def fail(error: OSError) -> None:
-        raise InputError(
-            f"cannot list folder '{error.filename}': {error.strerror}; fix its permissions "
-            "or move it out of the image folder"
-        ) from error
-
-    for folder, dirnames, filenames in os.walk(base, onerror=fail, followlinks=True):
-        ancestors = real_ancestors.pop(folder)
-        kept = []
-        for name in dirnames:
-            real = os.path.realpath(os.path.join(folder, name))
-            if not name.startswith(".") and real not in ancestors:
-                real_ancestors[os.path.join(folder, name)] = ancestors | {real}
-                kept.append(name)
-        dirnames[:] = kept
-        relative_folder = PurePosixPath(Path(folder).relative_to(base).as_posix())
-        for name in filenames:
-            full = os.path.join(folder, name)
-            is_broken_link = os.path.islink(full) and not os.path.exists(full)
-            if name.startswith(".") or not (os.path.isfile(full) or is_broken_link):
-                continue
-            found.append((relative_folder / name).as_posix())
-    return found
-
-
-def _ref_for(base: Path, relative: str) -> ImageRef:
-    parts = PurePosixPath(relative).parts
-    label = parts[0] if len(parts) > 1 else None
-    return ImageRef(path=relative, source=base.joinpath(*parts), label=label)
-
-
-def read_file_list(lines: Iterable[str], base: Path) -> list[ImageRef]:
-    """Read image paths from a file list, keeping the given order.
-
-    One path per line; surrounding whitespace is stripped, and blank lines and lines starting with
-    ``#`` are skipped. Relative paths are resolved against ``base``; ``path`` keeps the line as
-    written and ``label`` is ``None``.
-
-    Raises:
-        InputError: The list names no file.
-    """
-    absolute_base = Path(base).absolute()
-    refs = []
-    for line in lines:
-        text = line.strip().lstrip("\ufeff")
-        if not text or text.startswith("#"):
-            continue
-        refs.append(ImageRef(path=text, source=absolute_base / text, label=None))
-    if not refs:
-        raise InputError(
-            "the file list names no images (blank lines and lines starting with '#' are "
-            "skipped); write one image path per line"
-        )
-    return refs
-
-
-def read_bytes(ref: ImageRef) -> bytes:
-    """Read a whole file.
-
-    Raises:
-        ImageError: ``"unreadable"``: missing, not a file, or no permission.
-    """
-    try:
-        return ref.source.read_bytes()
-    except OSError as error:
-        raise ImageError(REASON_UNREADABLE, f"{ref.path}: {error.strerror or error}") from error
-
-
-def image_key(data: bytes) -> str:
-    """The SHA-256 hex digest of a file's bytes, used to match rows across runs."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def decode(
     data: bytes,
     pre: Preprocessing,
     layout: str,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft: bool = True,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_MB << 20,
 ) -> np.ndarray:
     """Decode and preprocess one image file.
 
@@ -223,6 +91,8 @@ def decode(
         max_pixels: Largest ``width * height`` accepted, checked on the header before decoding.
         draft: Let JPEGs decode at a reduced size (1/2, 1/4 or 1/8, never below the target size)
             before the resize; much faster for large photos, very close to a full decode.
+        max_image_bytes: Largest memory decoding may take (:func:`decoding_bytes`), checked on
+            the header (at the reduced JPEG size) before decoding.
 
     Returns:
         ``float32`` ``[H, W, C]`` for ``NHWC`` or ``[C, H, W]`` for ``NCHW``; ``C`` is 1 for
@@ -244,11 +114,15 @@ def decode(
             "if whole; leave it False"
         )
     try:
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            _check_complete(data, "WEBP")  # libwebp refuses a short file before Pillow can say why
         image = _open(data, max_pixels)
         with image:
             if draft and isinstance(image, JpegImagePlugin.JpegImageFile):
                 _draft(image, pre)
+            _check_memory(image, pre, max_image_bytes)
             _load(image)
+            _check_complete(data, image.format)
             pixels = _to_pixels(image, pre)
     except ImageError:
         raise
@@ -279,6 +153,92 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             f"{width}x{height} = {width * height} pixels, the limit is {max_pixels}",
         )
     return image
+
+
+def decoding_bytes(mode: str, size: tuple[int, int], color_mode: str, transposed: bool) -> int:
+    """Estimated peak memory of decoding an image of Pillow ``mode`` and ``size``: the decoded
+    pixels (Pillow keeps RGB as 4 bytes a pixel), the converted copy, the float copies of
+    high-depth images, and the copy an EXIF rotation makes."""
+    stored = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    total = stored + (stored if transposed else 0)
+    if mode in _HIGH_DEPTH_MODES:
+        total += 12
+    elif mode != ("L" if color_mode == "grayscale" else "RGB"):
+        total += 8 if mode in ("P", "PA") else 4
+    return size[0] * size[1] * total
+
+
+def _check_memory(image: Image.Image, pre: Preprocessing, limit: int) -> None:
+    transposed = _header_orientation(image) in _TRANSPOSING_ORIENTATIONS
+    need = decoding_bytes(image.mode, image.size, pre.color_mode, transposed)
+    if need > limit:
+        raise ImageError(REASON_TOO_LARGE, f"{image.size[0]}x{image.size[1]} {image.mode} image "
+                         f"needs about {need >> 20} MB to decode, the limit is {limit >> 20} MB "
+                         "(--max-image-memory)")
+
+
+def _header_orientation(image: Image.Image) -> int:
+    """The EXIF orientation known before any pixel is decoded (1 when there is none).
+
+    Pillow's ``PngImageFile.getexif`` decodes the whole image to look for an ``eXIf`` chunk after
+    the pixel data (and a failed decode would go unnoticed); such a late chunk is not counted here,
+    ``exif_transpose`` still applies it.
+    """
+    if isinstance(image, PngImagePlugin.PngImageFile) and "exif" not in image.info:
+        return 1
+    try:
+        return image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a broken EXIF block: exif_transpose will ignore it too
+        return 1
+
+
+def _check_complete(data: bytes, fmt: str | None) -> None:
+    """Raise ``truncated`` for files that end early in ways Pillow decodes without complaint."""
+    missing = None
+    if fmt == "PNG" and not _png_has_end(data):
+        missing = "its IEND chunk"
+    elif fmt == "GIF" and not _gif_has_trailer(data):
+        missing = "its trailer"
+    elif fmt == "WEBP" and int.from_bytes(data[4:8], "little") + 8 > len(data):
+        missing = "part of the RIFF data its header announces"
+    elif fmt == "BMP" and int.from_bytes(data[2:6], "little") > len(data):
+        missing = "part of the data its header announces"
+    if missing:
+        raise ImageError(REASON_TRUNCATED, f"the {fmt} file ends early: it lacks {missing}")
+
+
+def _png_has_end(data: bytes) -> bool:
+    """Whether the chunks lead to a whole ``IEND`` chunk (length, type and CRC: 12 bytes)."""
+    position = 8
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        if data[position + 4:position + 8] == b"IEND":
+            return True
+        position += 12 + length
+    return False
+
+
+def _gif_has_trailer(data: bytes) -> bool:
+    """Whether the blocks after the colour table lead to the trailer (``0x3B``) before the end."""
+    position = 13 + _gif_color_table_bytes(data[10:11])
+    while position < len(data):
+        block = data[position]
+        if block == 0x3B:
+            return True
+        if block == 0x21:  # extension: introducer and label, then data sub-blocks
+            position += 2
+        elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, data sub-blocks
+            position += 10 + _gif_color_table_bytes(data[position + 9:position + 10]) + 1
+        else:
+            return False
+        while position < len(data) and data[position]:
+            position += 1 + data[position]
+        position += 1  # the empty sub-block that ends the block
+    return False
+
+
+def _gif_color_table_bytes(flags: bytes) -> int:
+    return 3 << ((flags[0] & 7) + 1) if flags and flags[0] & 0x80 else 0
 
 
 def _draft(image: JpegImagePlugin.JpegImageFile, pre: Preprocessing) -> None:
