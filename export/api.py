@@ -257,10 +257,17 @@ def save(model: onnx.ModelProto, destination: Path) -> None:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file respects umask
         os.replace(temporary, destination)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 __all__ = ["ExportOptions", "ExportResult", "build", "export_file", "save"]

@@ -42,6 +42,7 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcd-score", prog_name="mcd-export")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--unsafe", is_flag=True,

@@ -1,4 +1,31 @@
-"""Score image folders with an mcd-export ONNX graph and write MC dropout uncertainty to HDF5.
+"""mcd-score: Monte Carlo dropout uncertainty for every image of a folder, from an mcd-export graph.
 
-This package never imports TensorFlow.
+Public API (imported on first use, so ``import scorer`` stays light)::
+
+    from scorer import ScoreOptions, score, read_results, compare_results
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("mcd-score")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+_PUBLIC = {
+    "score": "scorer.score", "ScoreOptions": "scorer.score", "ScoreSummary": "scorer.score",
+    "read_results": "scorer.reader", "read_arrays": "scorer.reader",
+    "compare_results": "scorer.compare",
+}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'scorer' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_PUBLIC]

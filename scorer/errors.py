@@ -1,7 +1,8 @@
-"""Typed errors raised by the scorer.
+"""Typed errors raised by the scorer, and the exit code each one means on the command line.
 
 :class:`ScorerUsageError` and its subclasses are the user's to fix (exit code 2); other
-:class:`ScorerError` are failures (exit code 1).
+:class:`ScorerError` are failures (exit code 1), except :class:`OutputWriteError` (4: the output
+could not be written, the run resumes once that is fixed) and :class:`ScoreInterrupted` (130).
 """
 
 
@@ -22,17 +23,26 @@ class DeviceError(ScorerUsageError):
 
 
 class InputError(ScorerUsageError):
-    """The image folder or file list is missing or empty."""
+    """The image folder or file list is missing, empty or names files outside the folder."""
 
 
 class OutputError(ScorerUsageError):
-    """The output file exists, cannot be written, or does not match a resumed run."""
+    """The output file exists, is locked by a running job, or does not match a resumed run."""
+
+
+class OutputWriteError(ScorerError):
+    """Writing the output failed (full disk, quota, I/O error); committed rows are kept (exit 4)."""
+
+
+class ScoreInterrupted(ScorerError):
+    """Ctrl-C or SIGTERM: the committed rows are kept; ``--resume`` continues (exit 130)."""
 
 
 class ImageError(Exception):
     """One image could not be read; becomes a failed row, never stops the run.
 
-    ``reason`` is the short status string written to the ``status`` dataset.
+    ``reason`` is the short status code written to the ``status`` dataset; ``detail`` the words
+    written to ``reason``.
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:

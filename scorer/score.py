@@ -1,13 +1,14 @@
 """Library entry point: score a folder (or list) of images with an mcd-export graph into HDF5.
 
-files -> decoded batches (thread pool, :mod:`scorer.pipeline`) -> ONNX Runtime, passes in chunks
-(:mod:`scorer.session`) -> sufficient statistics merged in float64 -> metrics (:mod:`scorer.metrics`)
--> rows appended to ``OUT.partial`` (:mod:`scorer.h5out`) -> renamed to ``OUT`` when complete.
+files -> decoded batches (:mod:`scorer.pipeline`) -> ONNX Runtime, passes in chunks
+(:mod:`scorer.session`, :mod:`scorer.passes`) -> metrics (:mod:`scorer.metrics`) -> rows committed
+to ``OUT.parts/`` (:mod:`scorer.rundir`) -> merged into ``OUT`` when complete (:mod:`scorer.h5write`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import platform
 import signal
@@ -23,27 +24,19 @@ import numpy as np
 import onnxruntime as ort
 import PIL
 
-from scorer import metrics
-from scorer.contract import OUTPUT_PASSES
-from scorer.errors import ImageError, OutputError, ScorerError, ScorerUsageError
-from scorer.h5out import ResultRows, ResultWriter, partial_path
-from scorer.images import DEFAULT_MAX_PIXELS, ImageRef, image_key, read_bytes
-from scorer.pipeline import Batch, default_workers, iter_batches
+from scorer import __version__
+from scorer.decode import DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
+from scorer.errors import ImageError, OutputError, ScoreInterrupted, ScorerUsageError
+from scorer.h5write import FileHeader
+from scorer.inputs import DEFAULT_MAX_FILE_MB, ImageRef, discover, image_key, label_hint, read_file
+from scorer.passes import Plan, plan, score_batch
+from scorer.pipeline import DecodeSettings, default_workers, iter_batches
+from scorer.rundir import RunDir, parts_path
+from scorer.schema import STATUS_OK
+from scorer.segments import FLUSH_SECONDS
 from scorer.session import ScoringSession, open_session
 
-VERSION = "0.1.0"
-PLAN_BATCH = 32
-DEFAULT_BATCH = {"CPUExecutionProvider": 32, "CUDAExecutionProvider": 128}
-"""Images per call when --batch-size is not given (capped by --max-memory). Measured on 2 CPU
-cores (MobileNetV2 160x160, T=50): batch 16-32 runs at ~300 images/s in ~200-350 MiB, batch 205
-at ~120 images/s in ~1.9 GiB; larger batches only pay off on a GPU."""
-IDENTITY_ATTRS = ("model_sha256", "max_pixels", "jpeg_draft")
-
 Progress = Callable[[int, int, int], None]
-
-
-class ScoreInterrupted(ScorerError):
-    """Ctrl-C or SIGTERM: the rows so far are in ``OUT.partial``; ``--resume`` continues."""
 
 
 @dataclass(frozen=True)
@@ -59,19 +52,24 @@ class ScoreOptions:
     workers: int | None = None
     max_memory_mb: int = 2048
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_mb: int = DEFAULT_MAX_FILE_MB
+    max_image_mb: int = DEFAULT_MAX_IMAGE_MB
     draft: bool = True
     threads: int | None = None
+    commit_seconds: float = FLUSH_SECONDS
     command: str = ""
 
     def check(self) -> None:
-        if self.passes < 1:
-            raise ScorerUsageError(f"--passes must be at least 1, got {self.passes}")
+        for name, low in (("passes", 1), ("batch_size", 1), ("max_memory_mb", 16),
+                          ("max_file_mb", 1), ("max_image_mb", 1), ("max_pixels", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                flag = "--" + name.replace("_mb", "").replace("_", "-")
+                raise ScorerUsageError(f"{flag} must be at least {low}, got {value}")
+        if not self.commit_seconds > 0:
+            raise ScorerUsageError(f"--commit-every must be positive, got {self.commit_seconds}")
         if not 0 <= self.seed < 2**63:
             raise ScorerUsageError(f"--seed must be in 0..2**63-1, got {self.seed}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ScorerUsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_memory_mb < 16:
-            raise ScorerUsageError(f"--max-memory must be at least 16 MB, got {self.max_memory_mb}")
 
 
 @dataclass
@@ -89,6 +87,8 @@ class ScoreSummary:
     batch_size: int
     pass_chunk: int
     failures: dict[str, int] = field(default_factory=dict)
+    cuda_fallback: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -99,200 +99,156 @@ class ScoreSummary:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """How a run splits its work: images per ONNX call and passes per call."""
+class Started:
+    """What :func:`score` tells its ``on_start`` callback before the first batch."""
 
-    batch_size: int
-    pass_chunk: int
-    call_images: int = 0  # images per ONNX call (0: the whole batch); below batch_size only when
-    # an explicit --batch-size does not fit --max-memory
-
-    def chunks(self, passes: int) -> list[tuple[int, int]]:
-        """``(start, count)`` of each pass chunk; depends on ``passes`` and the chunk size only."""
-        return [(s, min(self.pass_chunk, passes - s)) for s in range(0, passes, self.pass_chunk)]
-
-
-def plan(session: ScoringSession, options: ScoreOptions) -> Plan:
-    """Choose the pass chunk (independent of the batch size, so results are too) and batch size.
-
-    Memory per ONNX call is estimated as ``images * (per_image + chunk * per_image_pass)`` from the
-    byte counts measured at export time. An explicit ``batch_size`` that does not fit is run in
-    several calls of ``call_images`` images.
-    """
-    limit = options.max_memory_mb * 2**20
-    per_image = max(1, session.metadata.bytes_per_image)
-    per_pass = max(1, session.metadata.bytes_per_image_pass)
-    chunk = int((limit / PLAN_BATCH - per_image) // per_pass)
-    chunk = max(1, min(options.passes, chunk))
-    fits = max(1, int(limit // (per_image + chunk * per_pass)))
-    if options.batch_size is not None:
-        return Plan(options.batch_size, chunk, min(options.batch_size, fits))
-    batch = min(DEFAULT_BATCH.get(session.provider, PLAN_BATCH), fits)
-    return Plan(batch, chunk, batch)
+    session: ScoringSession
+    plan: Plan
+    images: int
+    resumed: int
+    warnings: list[str]
 
 
 def score(
     images: Path | Sequence[ImageRef], out: Path, model: Path, options: ScoreOptions,
-    progress: Progress | None = None, on_session: Callable[[ScoringSession, Plan], None] | None = None,
+    progress: Progress | None = None, on_start: Callable[[Started], None] | None = None,
 ) -> ScoreSummary:
-    """Score ``images`` (a folder, or refs from :func:`scorer.images.read_file_list`) into ``out``.
+    """Score ``images`` (a folder, or refs from :func:`scorer.inputs.read_file_list`) into ``out``.
 
     Raises:
         ScorerUsageError: bad options, model, inputs or output (exit code 2).
-        ScoreInterrupted: Ctrl-C or SIGTERM; the partial file is consistent and resumable.
+        OutputWriteError: the output could not be written (exit code 4); resumable.
+        ScoreInterrupted: Ctrl-C or SIGTERM; the committed rows are kept for ``--resume``.
         ScorerError: other failures (exit code 1).
     """
-    from scorer.images import discover
-
     options.check()
     started = time.monotonic()
-    session = open_session(model, options.device, options.threads)
     refs = discover(images) if isinstance(images, Path) else list(images)
-    run_plan = plan(session, options)
-    if on_session is not None:
-        on_session(session, run_plan)
-    meta = session.metadata
-    has_labels = any(ref.label is not None for ref in refs)
-    writer = ResultWriter.open(
-        out, kind=meta.output_kind, num_outputs=meta.num_outputs, passes=options.passes,
-        seed=options.seed, save_passes=options.save_passes, has_labels=has_labels,
-        attrs=run_attributes(session, images, options, len(refs)), mode=options.mode,
-        identity=IDENTITY_ATTRS,
-    )
-    with writer:
+    notes = [hint] if isinstance(images, Path) and (hint := label_hint(refs, images)) else []
+    session = open_session(model, options.device, options.threads)
+    run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
+                    session.provider)
+    header = file_header(session, options, refs, images)
+    with RunDir.open(Path(out), header, run_identity(session, options, refs, run_plan),
+                     options.mode) as run:
+        writer = run.writer(flush_seconds=options.commit_seconds)
         resumed = writer.rows_done
-        if resumed:
-            check_resumed_prefix(writer.done_paths(), refs, out)
-            check_resumed_keys(writer.done_column("key"), refs, out)
+        check_resumed(run, refs, resumed)
+        if on_start is not None:
+            on_start(Started(session, run_plan, len(refs), resumed, notes))
+        settings = decode_settings(session, options)
         failed = 0
         with interruptible():
             try:
-                for batch in iter_batches(
-                    refs[resumed:], meta.preprocessing, meta.layout, run_plan.batch_size,
-                    default_workers() if options.workers is None else options.workers,
-                    max_pixels=options.max_pixels, draft=options.draft,
-                ):
-                    writer.append(score_batch(session, batch, options, run_plan, has_labels))
-                    failed += sum(status != "ok" for status in batch.status)
+                for batch in iter_batches(refs[resumed:], settings, run_plan.batch_size,
+                                          default_workers() if options.workers is None
+                                          else options.workers):
+                    columns = score_batch(session, batch, options.passes, options.seed,
+                                          options.save_passes, run_plan)
+                    writer.append(columns, len(batch))
+                    failed += sum(status != STATUS_OK for status in columns["status"])
                     if progress is not None:
                         progress(writer.rows_done, len(refs), failed)
+                writer.flush()
             except KeyboardInterrupt:
-                writer.close()
+                writer.flush()
                 raise ScoreInterrupted(
-                    f"interrupted after {writer.rows_done} of {len(refs)} images; the rows so far "
-                    f"are in {partial_path(out)}; run again with --resume to continue"
+                    f"interrupted after {writer.rows_done} of {len(refs)} images; the rows so "
+                    f"far are kept in {parts_path(Path(out))}; run again with --resume to continue"
                 ) from None
-        writer.finish({"end_time": now()})
-    seconds = time.monotonic() - started
-    failures = count_failures(out)
+        run.finish({"end_time": now()})
+    failures = count_failures(Path(out))
     return ScoreSummary(
         output=str(out), images=len(refs), scored=len(refs) - resumed,
-        failed=sum(failures.values()), resumed=resumed, seconds=round(seconds, 3),
-        provider=session.provider, notice=session.notice, batch_size=run_plan.batch_size,
-        pass_chunk=run_plan.pass_chunk, failures=failures,
+        failed=sum(failures.values()), resumed=resumed,
+        seconds=round(time.monotonic() - started, 3), provider=session.provider,
+        notice=session.notice, batch_size=run_plan.batch_size, pass_chunk=run_plan.pass_chunk,
+        failures=failures, cuda_fallback=session.cuda_fallback, warnings=notes,
     )
 
 
-def score_batch(
-    session: ScoringSession, batch: Batch, options: ScoreOptions, run_plan: Plan, has_labels: bool
-) -> ResultRows:
-    """Run all passes for one batch and build its rows (failed images get NaN metrics)."""
+def decode_settings(session: ScoringSession, options: ScoreOptions) -> DecodeSettings:
     meta = session.metadata
-    n = len(batch)
-    values = metrics.failed_metrics(n, meta.num_outputs, meta.output_kind)
-    passes = None
-    if options.save_passes:
-        passes = np.full((n, options.passes, meta.num_outputs), np.nan, np.float32)
-    images = batch.images.reshape(len(batch.ok_rows), *meta.input_shape[1:])
-    step = run_plan.call_images or len(images)
-    for start in range(0, len(images), max(step, 1)):  # results are per image: splitting is exact
-        rows = batch.ok_rows[start:start + step]
-        stats, per_pass = run_passes(session, images[start:start + step], options, run_plan)
-        for name, column in metrics.metrics_from_stats(stats, meta.output_kind).items():
-            values[name][rows] = column
-        if passes is not None:
-            passes[rows] = per_pass
-    labels = [ref.label for ref in batch.refs] if has_labels else None
-    return ResultRows(
-        path=[ref.path for ref in batch.refs], key=list(batch.keys), status=list(batch.status),
-        label=labels, metrics=values, passes=passes,
-    )
+    return DecodeSettings(meta.preprocessing, meta.layout, options.max_pixels, options.draft,
+                          options.max_file_mb << 20, options.max_image_mb << 20)
 
 
-def run_passes(
-    session: ScoringSession, images: np.ndarray, options: ScoreOptions, run_plan: Plan
-) -> tuple[metrics.PassStats, np.ndarray | None]:
-    """All ``options.passes`` passes for ``images`` in chunks; merged stats and optional passes."""
-    outputs = session.stat_outputs() + ([OUTPUT_PASSES] if options.save_passes else [])
-    merged = None
-    kept = []
-    for start, count in run_plan.chunks(options.passes):
-        result = session.run(images, options.seed, start, count, outputs)
-        stats = metrics.stats_from_outputs(
-            count, result["pass_sum"], result["pass_m2"], result.get("entropy_sum"),
-            result.get("votes"),
-        )
-        merged = stats if merged is None else metrics.merge_stats(merged, stats)
-        if options.save_passes:
-            kept.append(result[OUTPUT_PASSES])
-    return merged, (np.concatenate(kept, axis=1) if kept else None)
+def inputs_digest(refs: Sequence[ImageRef]) -> str:
+    """SHA-256 of the ordered input paths and labels: a resumed run must have the same inputs."""
+    digest = hashlib.sha256()
+    for ref in refs:
+        digest.update(ref.path.encode("utf-8", "surrogateescape") + b"\0")
+        digest.update((ref.label or "").encode("utf-8", "surrogateescape") + b"\0")
+    return digest.hexdigest()
 
 
-def check_resumed_prefix(done: list[str], refs: Sequence[ImageRef], out: Path) -> None:
-    """A resumed partial must hold exactly the first rows of this run's input list."""
-    current = [ref.path for ref in refs[: len(done)]]
-    if len(done) > len(refs) or done != current:
-        mismatch = next((i for i, (a, b) in enumerate(zip(done, current, strict=False)) if a != b),
-                        min(len(done), len(current)))
-        raise OutputError(
-            f"cannot resume {partial_path(out)}: its {len(done)} rows do not match the start of "
-            f"this run's {len(refs)} inputs (first difference at row {mismatch}); the image "
-            "folder changed since the interrupted run, so use --overwrite to start again"
-        )
+def run_identity(session: ScoringSession, options: ScoreOptions, refs: Sequence[ImageRef],
+                 run_plan: Plan) -> dict:
+    """What must not change between an interrupted run and its ``--resume``.
+
+    ``pass_chunk`` (set by ``--max-memory``) is included because a different chunking changes
+    float rounding; the batch size and workers are not (results do not depend on them).
+    """
+    return {"model_sha256": session.model_sha256, "passes": options.passes,
+            "seed": options.seed, "save_passes": options.save_passes,
+            "pass_chunk": run_plan.pass_chunk, "max_pixels": options.max_pixels,
+            "jpeg_draft": options.draft, "max_file_mb": options.max_file_mb,
+            "max_image_mb": options.max_image_mb, "input_count": len(refs),
+            "inputs_sha256": inputs_digest(refs)}
 
 
-def check_resumed_keys(
-    keys: list[str], refs: Sequence[ImageRef], out: Path, samples: int = 8
-) -> None:
-    """Spot-check that files already scored still have the bytes they had (first, last, and a few
-    rows between): a replaced image under the same name must not be silently kept."""
-    rows = sorted({round(i * (len(keys) - 1) / max(samples - 1, 1)) for i in range(samples)})
-    for row in rows:
-        if not keys[row]:
-            continue  # unreadable then; its status says so
-        try:
-            now_key = image_key(read_bytes(refs[row]))
-        except ImageError:
-            now_key = ""
-        if now_key != keys[row]:
-            raise OutputError(
-                f"cannot resume {partial_path(out)}: {refs[row].path!r} changed since the "
-                "interrupted run (its SHA-256 differs); use --overwrite to score everything again"
-            )
-
-
-def run_attributes(
-    session: ScoringSession, images: Path | Sequence[ImageRef], options: ScoreOptions, count: int
-) -> dict:
-    """Root attributes: provenance of the run (model, versions, command, time)."""
+def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[ImageRef],
+                images: Path | Sequence[ImageRef]) -> FileHeader:
     meta = session.metadata
-    return {
+    attrs = {
         "model_sha256": session.model_sha256,
         "model_metadata": json.loads(meta.to_json()),
-        "class_names": list(meta.class_names) if meta.class_names else [],
         "execution_provider": session.provider,
+        "cuda_fallback": session.cuda_fallback,
         "device_requested": options.device,
         "images_root": str(images) if isinstance(images, Path) else "",
-        "input_count": count,
-        "max_pixels": options.max_pixels,
-        "jpeg_draft": options.draft,
+        "input_count": len(refs),
+        "max_pixels": options.max_pixels, "max_file_mb": options.max_file_mb,
+        "max_image_mb": options.max_image_mb, "jpeg_draft": options.draft,
         "versions": {
-            "mcd-score": VERSION, "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__, "Pillow": PIL.__version__, "python": platform.python_version(),
-        },
+            "mcd-score": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
+            "h5py": h5py.__version__, "Pillow": PIL.__version__,
+            "python": platform.python_version()},
         "command": options.command,
         "start_time": now(),
     }
+    return FileHeader(meta.output_kind, meta.num_outputs, options.passes, options.seed,
+                      options.save_passes, any(ref.label is not None for ref in refs),
+                      tuple(meta.class_names or ()), attrs)
+
+
+def check_resumed(run: RunDir, refs: Sequence[ImageRef], done: int, samples: int = 8) -> None:
+    """The committed rows must be the first rows of this input list, and a spot check of their
+    files (first, last and a few between) must still have the bytes they had."""
+    if not done:
+        return
+    from scorer.segments import iter_columns
+
+    paths, keys = [], []
+    for columns in iter_columns(run.committed(), ("path", "key")):
+        paths.extend(columns["path"])
+        keys.extend(columns["key"])
+    current = [ref.path for ref in refs[:done]]
+    if done > len(refs) or paths != current:
+        row = next((i for i, (a, b) in enumerate(zip(paths, current, strict=False)) if a != b),
+                   min(len(paths), len(current)))
+        raise OutputError(f"cannot resume {run.path}: its {done} rows do not match the start of "
+                          f"this run's {len(refs)} inputs (first difference at row {row}); the "
+                          "inputs changed since the interrupted run, so use --overwrite")
+    for row in sorted({round(i * (done - 1) / max(samples - 1, 1)) for i in range(samples)}):
+        if keys[row]:
+            try:
+                now_key = image_key(read_file(refs[row]))
+            except ImageError:
+                now_key = ""
+            if now_key != keys[row]:
+                raise OutputError(f"cannot resume {run.path}: {refs[row].path!r} changed since "
+                                  "the interrupted run (its SHA-256 differs); use --overwrite")
 
 
 def count_failures(out: Path, rows_per_read: int = 65536) -> dict[str, int]:
@@ -302,7 +258,7 @@ def count_failures(out: Path, rows_per_read: int = 65536) -> dict[str, int]:
         status = file["status"].asstr()
         for start in range(0, status.shape[0], rows_per_read):
             for reason in status[start:start + rows_per_read]:
-                if reason != "ok":
+                if reason != STATUS_OK:
                     counts[reason] = counts.get(reason, 0) + 1
     return counts
 
@@ -326,3 +282,6 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["ScoreOptions", "ScoreSummary", "Started", "score"]

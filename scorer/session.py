@@ -20,7 +20,9 @@ from scorer.contract import (
     INPUT_PASS_START,
     INPUT_SEED,
     OUTPUT_ENTROPY_SUM,
+    OUTPUT_LABEL_ENTROPY_SUM,
     OUTPUT_M2,
+    OUTPUT_PASSES,
     OUTPUT_SUM,
     OUTPUT_VOTES,
     MetadataError,
@@ -32,6 +34,12 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cuda", "cpu")
 REQUIRED_INPUTS = (INPUT_IMAGES, INPUT_SEED, INPUT_PASS_START, INPUT_PASS_COUNT)
+STAT_OUTPUTS = {
+    "probabilities": (OUTPUT_SUM, OUTPUT_M2, OUTPUT_ENTROPY_SUM, OUTPUT_VOTES),
+    "multilabel": (OUTPUT_SUM, OUTPUT_M2, OUTPUT_LABEL_ENTROPY_SUM),
+    "values": (OUTPUT_SUM, OUTPUT_M2),
+}
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 @contextlib.contextmanager
@@ -76,16 +84,14 @@ class ScoringSession:
     provider: str
     model_sha256: str
     notice: str
+    cuda_fallback: str = ""  # why CUDA was not used under --device auto ("" if it was not tried)
 
     @property
     def on_cuda(self) -> bool:
         return self.provider == CUDA
 
     def stat_outputs(self) -> list[str]:
-        names = [OUTPUT_SUM, OUTPUT_M2]
-        if self.metadata.output_kind == "probabilities":
-            names += [OUTPUT_ENTROPY_SUM, OUTPUT_VOTES]
-        return names
+        return list(STAT_OUTPUTS[self.metadata.output_kind])
 
     def run(
         self, images: np.ndarray, seed: int, pass_start: int, pass_count: int, outputs: list[str]
@@ -115,15 +121,18 @@ class ScoringSession:
 def open_session(model: Path, device: str = "auto", threads: int | None = None) -> ScoringSession:
     """Load ``model``, check it is an mcd-export graph, and place it on ``device``.
 
-    ``auto`` uses CUDA when it works and falls back to the CPU with a notice; ``cuda`` fails with
-    :class:`DeviceError` when CUDA cannot be used; ``cpu`` never tries CUDA.
+    ``auto`` uses CUDA when it works and falls back to the CPU quietly (the reason is kept in
+    ``cuda_fallback``); ``cuda`` fails with :class:`DeviceError` when CUDA cannot be used;
+    ``cpu`` never tries CUDA.
+
+    Raises:
+        ModelError: The file is missing, a Keras model, not ONNX, or not an mcd-export graph
+            whose metadata matches the graph.
+        DeviceError: ``device`` is unknown, or ``cuda`` and CUDA cannot run here.
     """
     if device not in DEVICES:
         raise DeviceError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if not model.is_file():
-        raise ModelError(f"model file {str(model)!r} does not exist; export one with mcd-export "
-                         "or set MCD_SCORE_MODEL")
-    data = model.read_bytes()
+    data = _read_model(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -132,32 +141,78 @@ def open_session(model: Path, device: str = "auto", threads: int | None = None) 
     if device == "cuda" and not want_cuda:
         raise DeviceError("--device cuda: this onnxruntime has no CUDA execution provider; "
                           "install mcd-score[cuda] (onnxruntime-gpu with CUDA 13 and cuDNN 9)")
-    providers = [CUDA, CPU] if want_cuda else [CPU]
     try:
         with captured_stderr() as errors:
-            session = ort.InferenceSession(data, options, providers=providers)
+            session = ort.InferenceSession(data, options, providers=[CUDA, CPU] if want_cuda
+                                           else [CPU])
     except Exception as error:  # onnxruntime raises its own unexported exception types
         raise ModelError(f"{model} is not a loadable ONNX model: {error}") from error
     provider = session.get_providers()[0]
-    notice = "running on CUDA" if provider == CUDA else "running on CPU"
+    fallback = ""
     if want_cuda and provider != CUDA:
-        reason = cuda_failure_reason(errors)
+        fallback = cuda_failure_reason(errors)
         if device == "cuda":
-            raise DeviceError(f"--device cuda: CUDA is not usable here ({reason}); "
+            raise DeviceError(f"--device cuda: CUDA is not usable here ({fallback}); "
                               "use --device cpu or auto, or install mcd-score[cuda]")
-        notice = f"running on CPU (CUDA not usable: {reason})"
-    props = session.get_modelmeta().custom_metadata_map
     try:
-        metadata = ModelMetadata.from_props(props)
+        metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
     except MetadataError as error:
         raise ModelError(f"{model}: {error}") from error
-    names = {i.name for i in session.get_inputs()}
-    missing = [n for n in REQUIRED_INPUTS if n not in names]
+    check_graph(session, metadata, model)
+    notice = "running on CUDA" if provider == CUDA else "running on CPU"
+    return ScoringSession(session, metadata, provider, hashlib.sha256(data).hexdigest(), notice,
+                          fallback)
+
+
+def _read_model(model: Path) -> bytes:
+    if not model.is_file():
+        raise ModelError(f"model file {str(model)!r} does not exist; export one with mcd-export "
+                         "or set MCD_SCORE_MODEL")
+    data = model.read_bytes()
+    if model.suffix.lower() in KERAS_SUFFIXES or data[:4] in (b"PK\x03\x04", b"\x89HDF"):
+        raise ModelError(f"{model} is a Keras model, not an mcd-export ONNX graph; export it "
+                         f"first: mcd-export {model} {model.with_suffix('.onnx')}")
+    return data
+
+
+def check_graph(session: ort.InferenceSession, meta: ModelMetadata, model: Path) -> None:
+    """The metadata must describe this graph: inputs, output width and finite preprocessing.
+
+    Raises:
+        ModelError: Naming what the metadata says, what the graph has, and to re-export.
+    """
+    problems = []
+    inputs = {i.name: i for i in session.get_inputs()}
+    missing = [n for n in REQUIRED_INPUTS if n not in inputs]
     if missing:
         raise ModelError(f"{model} lacks the graph inputs {missing} of an mcd-export graph; "
                          "re-export it with mcd-export")
-    digest = hashlib.sha256(data).hexdigest()
-    return ScoringSession(session, metadata, provider, digest, notice)
+    outputs = {o.name: o for o in session.get_outputs()}
+    wanted = [OUTPUT_PASSES, *STAT_OUTPUTS[meta.output_kind]]
+    absent = [n for n in wanted if n not in outputs]
+    if absent:
+        problems.append(f"output kind {meta.output_kind!r} needs graph outputs {absent}")
+    pre = meta.preprocessing
+    graph_shape = inputs[INPUT_IMAGES].shape
+    declared = list(meta.input_shape)
+    if len(graph_shape) != len(declared) or any(
+            isinstance(g, int) and d is not None and g != d for g, d in zip(graph_shape[1:], declared[1:],
+                                                                            strict=False)):
+        problems.append(f"input shape {declared} in the metadata, {graph_shape} in the graph")
+    elif all(isinstance(d, int) for d in declared[1:]) and \
+            int(np.prod(declared[1:])) != pre.height * pre.width * pre.channels:
+        problems.append(f"preprocessing gives {pre.height}x{pre.width}x{pre.channels} values per "
+                        f"image, the input holds {int(np.prod(declared[1:]))}")
+    if OUTPUT_PASSES in outputs:
+        width = outputs[OUTPUT_PASSES].shape[-1]
+        if isinstance(width, int) and width != meta.num_outputs:
+            problems.append(f"num_outputs {meta.num_outputs} in the metadata, {width} in the graph")
+    numbers = [pre.scale, pre.offset, *(pre.mean or ()), *(pre.std or ())]
+    if not all(np.isfinite(numbers)):
+        problems.append(f"non-finite preprocessing numbers {numbers}")
+    if problems:
+        raise ModelError(f"{model}: its metadata does not match the graph ({'; '.join(problems)}); "
+                         "re-export the model with mcd-export")
 
 
-__all__ = ["ScoringSession", "captured_stderr", "open_session"]
+__all__ = ["ScoringSession", "captured_stderr", "check_graph", "open_session"]

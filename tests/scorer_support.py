@@ -182,3 +182,52 @@ def assert_same_datasets(a: Path, b: Path) -> None:
     assert sorted(first) == sorted(second)
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+def sqrt_values_graph(path: Path) -> None:
+    """A hand-made graph of the mcd-export contract: 4x4 grayscale in, ``sqrt(mean pixel)`` out.
+
+    Preprocessing maps pixel p to p/255 - 0.5, so dark images give the square root of a negative
+    number: NaN. ``values`` kind, one output, no dropout (every pass is the same).
+    """
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    def info(name, elem, shape):
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["avg"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Sqrt", ["avg"], ["root"]),
+        helper.make_node("Unsqueeze", ["root", "one"], ["col"]),
+        helper.make_node("Unsqueeze", ["col", "one"], ["cube"]),
+        helper.make_node("Reshape", ["pass_count", "one"], ["t1"]),
+        helper.make_node("Concat", ["one", "t1", "one"], ["reps"], axis=0),
+        helper.make_node("Tile", ["cube", "reps"], ["passes"]),
+        helper.make_node("ReduceSum", ["passes", "one"], ["pass_sum"], keepdims=0),
+        helper.make_node("Sub", ["col", "col"], ["pass_m2"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "sqrt",
+        [info("images", TensorProto.FLOAT, ["N", 4, 4, 1]), info("seed", TensorProto.INT64, []),
+         info("pass_start", TensorProto.INT64, []), info("pass_count", TensorProto.INT64, [])],
+        [info("passes", TensorProto.FLOAT, ["N", "T", 1]), info("pass_sum", TensorProto.FLOAT, ["N", 1]),
+         info("pass_m2", TensorProto.FLOAT, ["N", 1])],
+        [onnx.numpy_helper.from_array(np.array([1], np.int64), "one")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    metadata = {
+        "schema_version": 1, "input_name": "images", "input_shape": [None, 4, 4, 1],
+        "input_dtype": "float32", "layout": "NHWC",
+        "preprocessing": {"height": 4, "width": 4, "color_mode": "grayscale", "scale": 1 / 255,
+                          "offset": -0.5, "mean": None, "std": None, "resize_method": "bilinear"},
+        "output_kind": "values", "head": "linear", "num_outputs": 1,
+        "dropout_sites": [{"name": "none", "kind": "dropout", "rate": 0.1, "mask_shape": [1]}],
+        "class_names": None, "source_sha256": "", "source_name": "", "versions": {}, "opset": 17,
+        "ir_version": 8, "trunk": "input", "bytes_per_image": 64, "bytes_per_image_pass": 4,
+    }
+    helper.set_model_props(model, {"mcd_score": json.dumps(metadata)})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import sys
@@ -17,13 +18,17 @@ from scorer_support import exported_model, plain_graph, read_h5, write_bad_files
 from export.cli import main as export_main
 from scorer.cli import main
 
+SCORE_OPTIONS = ["--model", "MCD_SCORE_MODEL", "--passes", "--seed", "--batch-size", "--device",
+                 "--save-passes", "--overwrite", "--resume", "--files-from", "--allow-outside",
+                 "--workers", "--max-memory", "--max-pixels", "--max-file-size", "--max-image-memory",
+                 "--no-draft", "--commit-every", "--quiet", "--json-summary"]
 HELP_CASES = {
-    "mcd-score": (main, ["--help"], ["score", "compare", "IMAGES", "OUT.h5", "--model"]),
-    "mcd-score score": (main, ["score", "--help"], [
-        "--model", "MCD_SCORE_MODEL", "--passes", "--seed", "--batch-size", "--device", "--save-passes",
-        "--overwrite", "--resume", "--files-from", "--workers", "--max-memory", "--max-pixels",
-        "--no-draft", "--quiet", "--json-summary", "Exit codes"]),
+    # the group's help shows the scoring options too (issue 10: they hid behind the group)
+    "mcd-score": (main, ["--help"], ["score", "compare", "table", "IMAGES", "OUT.h5", "Exit codes",
+                                     "--version", *SCORE_OPTIONS]),
+    "mcd-score score": (main, ["score", "--help"], [*SCORE_OPTIONS, "label"]),
     "mcd-score compare": (main, ["compare", "--help"], ["REFERENCE", "NEW", "--atol", "--rtol", "--worst"]),
+    "mcd-score table": (main, ["table", "--help"], ["--csv", "--parquet", "--where", "--sort", "--top"]),
     "mcd-export": (export_main, ["--help"], ["MODEL", "OUT", "--input-size", "--color", "--scale"]),
 }
 
@@ -141,10 +146,11 @@ def test_progress_off_a_terminal_is_plain_log_lines(model, digits, tmp_path):
     result = invoke(digits, out, "--model", model, "--passes", "3", "--batch-size", "2")
     assert result.exit_code == 0, result.output
     lines = result.stderr.splitlines()
-    assert re.fullmatch(r"mcd-score: running on CPU.*; 3 passes, batch 2, 3 passes per call", lines[0])
+    assert re.fullmatch(r"mcd-score: 6 images; running on CPU, 3 passes, batch 2, 3 passes per call",
+                        lines[0])
     assert re.fullmatch(r"scored 6/6 images \(100\.0%\), 0 failed, [0-9.]+ images/s", lines[1])
-    assert re.fullmatch(rf"wrote {re.escape(str(out))}: 6 images \(0 resumed\), 0 failed, .* images/s",
-                        lines[2])
+    assert re.fullmatch(rf"wrote {re.escape(str(out))}: 6 images \(0 resumed\), 0 failed, .* images/s "
+                        "on CPU", lines[2])
     assert len(lines) == 3
     assert "\r" not in result.stderr and "\x1b" not in result.stderr
     assert result.stdout == ""
@@ -187,7 +193,7 @@ def test_device_cuda_without_cuda_is_a_usage_error(model, digits, tmp_path, monk
     result = invoke(digits, tmp_path / "out.h5", "--model", model, "--device", "cuda")
     assert result.exit_code == 2
     assert "--device cuda" in result.output
-    assert not (tmp_path / "out.h5.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
 
 
 def test_model_that_is_not_an_mcd_export_graph_is_a_usage_error(digits, tmp_path):
@@ -210,7 +216,7 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_on_a_terminal(monkeypatch):
-    from scorer.cli import Reporter
+    from scorer.progress import Reporter
 
     screen = _Terminal()
     monkeypatch.setattr(sys, "stderr", screen)
@@ -224,7 +230,7 @@ def test_progress_bar_on_a_terminal(monkeypatch):
 
 
 def test_plain_log_lines_off_a_terminal(monkeypatch):
-    from scorer.cli import Reporter
+    from scorer.progress import Reporter
 
     screen = io.StringIO()
     monkeypatch.setattr(sys, "stderr", screen)
@@ -233,3 +239,76 @@ def test_plain_log_lines_off_a_terminal(monkeypatch):
     reporter(7, 7, failed=1)  # the last one always
     assert screen.getvalue().count("\n") == 1
     assert "scored 7/7 images (100.0%), 1 failed" in screen.getvalue()
+
+
+def test_version_of_both_commands():
+    from importlib.metadata import version
+
+    for command in (main, export_main):
+        result = CliRunner().invoke(command, ["--version"])
+        assert result.exit_code == 0, result.output
+        assert version("mcd-score") in result.output
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_keras_model_is_pointed_to_mcd_export(digits, tmp_path, suffix):
+    """Issue 10: a .keras file gave a raw protobuf error."""
+    keras_file = tmp_path / f"model{suffix}"
+    keras_file.write_bytes(b"PK\x03\x04 a zip, as a .keras file is" if suffix == ".keras"
+                           else b"\x89HDF\r\n\x1a\n an HDF5 file")
+    result = invoke(digits, tmp_path / "out.h5", "--model", keras_file)
+    assert result.exit_code == 2
+    assert "is a Keras model" in result.output and f"mcd-export {keras_file}" in result.output
+
+
+def test_cpu_fallback_is_quiet_and_recorded(model, digits, tmp_path, monkeypatch):
+    """Issue 10: "CUDA is not usable" was printed on every CPU run."""
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    out = tmp_path / "out.h5"
+    result = invoke(digits, out, "--model", model, "--passes", "3", "--json-summary")
+    assert result.exit_code == 0, result.output
+    assert "CUDA" not in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["provider"] == "CPUExecutionProvider" and summary["cuda_fallback"]
+    assert read_h5(out)[1]["cuda_fallback"] == summary["cuda_fallback"]
+
+
+def test_a_folder_named_like_a_command_has_an_unambiguous_spelling(model, tmp_path, monkeypatch):
+    """Issue 9.16: a folder named compare was taken as the subcommand."""
+    monkeypatch.chdir(tmp_path)
+    write_digits(tmp_path / "compare", per_class=1, classes=2)
+    result = invoke("compare", "out.h5", "--model", model)
+    assert result.exit_code == 2 and "mcd-score ./compare" in result.stderr
+    for spelling in (["./compare"], ["score", "compare"]):
+        result = invoke(*spelling, f"out-{len(spelling)}.h5", "--model", model, "--passes", "2")
+        assert result.exit_code == 0, result.output
+        assert len(read_h5(tmp_path / f"out-{len(spelling)}.h5")[0]["path"]) == 2
+
+
+def test_a_single_class_folder_with_subfolders_gets_a_hint(model, tmp_path):
+    root = tmp_path / "images"
+    write_digits(root / "digits", per_class=1, classes=2)
+    result = invoke(root, tmp_path / "out.h5", "--model", model, "--passes", "2")
+    assert result.exit_code == 0, result.output
+    assert f"pass IMAGES={root / 'digits'} instead" in result.stderr
+    assert set(read_h5(tmp_path / "out.h5")[0]["label"]) == {"digits"}
+
+
+def test_written_files_respect_the_umask(model, digits, tmp_path):
+    """Issue 10: the ONNX file was written 0600 whatever the umask."""
+    import onnx
+
+    from export.api import save
+
+    previous = os.umask(0o027)
+    try:
+        save(onnx.load(str(model)), tmp_path / "copy.onnx")
+        result = invoke(digits, tmp_path / "out.h5", "--model", model, "--passes", "2")
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "copy.onnx").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "out.h5").stat().st_mode & 0o777 == 0o640

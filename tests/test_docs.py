@@ -8,7 +8,7 @@ import pytest
 from export.cli import main as export_main
 from scorer.cli import main as score_main
 from scorer.contract import SCHEMA_VERSION, ModelMetadata
-from scorer.h5out import dataset_descriptions
+from scorer.schema import dataset_descriptions
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -25,6 +25,7 @@ COMMANDS = {
     "mcd-export": export_main,
     "mcd-score score": score_main.commands["score"],
     "mcd-score compare": score_main.commands["compare"],
+    "mcd-score table": score_main.commands["table"],
 }
 
 
@@ -39,9 +40,10 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "scripts/demo.sh" in first_block and "scripts/test.sh" in first_block
 
 
-@pytest.mark.parametrize("kind", ["probabilities", "values"])
+@pytest.mark.parametrize("kind", ["probabilities", "multilabel", "values"])
 def test_readme_documents_every_dataset(kind: str) -> None:
-    for name, dtype, shape, _ in dataset_descriptions(kind, save_passes=True, has_labels=True):
+    for name, dtype, _, _ in dataset_descriptions(kind, save_passes=True, has_labels=True):
+        shape = dict((n, s) for n, _, s, _ in dataset_descriptions("multilabel"))[name]
         row = f"| `{name}` | {dtype} | {shape} |"
         assert row in README, f"README lacks the schema row {row!r}"
 

@@ -1,0 +1,160 @@
+"""Faults of unattended batch jobs: kill -9, a full disk, a second job on the same output, a hung
+reader. Each runs the real ``mcd-score`` command in a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scorer_support import assert_same_datasets
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "tests" / "data" / "regression" / "model.onnx"
+MCD_SCORE = str(Path(sys.executable).parent / "mcd-score")
+
+
+def images(folder: Path, count: int) -> Path:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def score_args(root: Path, out: Path, *extra: str, quiet: bool = True) -> list[str]:
+    return [MCD_SCORE, str(root), str(out), "--model", str(MODEL), "--passes", "60", "--seed", "2",
+            "--batch-size", "8", "--commit-every", "0.05", "--save-passes", *(["-q"] if quiet else []),
+            *extra]
+
+
+def test_random_sigkills_then_resume_give_the_clean_result():
+    """The fault-injection script, small: every kill resumes to a bit-identical file."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "fault_injection.py"),
+                             "--trials", "4", "--images", "150", "--seed", "1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 identical to a clean run" in result.stdout
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, kilobytes: int):
+    """A tmpfs of the given size mounted at ``path`` (root only), unmounted afterwards."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(path)],
+                             capture_output=True, check=False).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(path)], check=False)
+
+
+def file_size_limit(limit: int):
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.parametrize("phase", ["scoring", "merging"])
+def test_a_full_disk_is_one_line_exit_4_and_resumes_when_space_is_free(tmp_path, phase):
+    """Issue 9.4: a full disk gave a traceback, then a segmentation fault, and sometimes an
+    unresumable partial. Reproduced with a small tmpfs (or, without root, RLIMIT_FSIZE)."""
+    root = images(tmp_path / "images", 120)
+    clean = tmp_path / "clean.h5"
+    subprocess.run(score_args(root, clean), check=True, capture_output=True)
+    segment_bytes = 120 * 60 * 10 * 4 + 120 * 200  # passes dominate the uncompressed segments
+    disk = tmp_path / "disk"
+    # too small for the segments, or big enough for them but not for the merged file as well
+    kilobytes = segment_bytes // 2048 if phase == "scoring" else (segment_bytes + 150_000) // 1024
+    with small_filesystem(disk, kilobytes) as mounted:
+        if not mounted:
+            disk.mkdir(exist_ok=True)
+        out = disk / "out.h5"
+        limit = file_size_limit(segment_bytes // 4 if phase == "scoring" else 2 * segment_bytes)
+        failed = subprocess.run(score_args(root, out), capture_output=True, text=True,
+                                preexec_fn=None if mounted else limit)
+        assert failed.returncode == 4, failed.stderr
+        lines = failed.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in failed.stderr, failed.stderr
+        space = "No space left on device" if mounted else "File too large"
+        assert f"cannot write {disk}" in lines[0] and space in lines[0] and "--resume" in lines[0]
+        assert not out.exists()
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
+        resumed = subprocess.run(score_args(root, out, "--resume"), capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr
+        assert_same_datasets(clean, out)
+
+
+def test_a_second_job_on_the_same_output_is_refused_without_touching_the_first(tmp_path):
+    """Issue 9.2: a concurrent --overwrite truncated the running job's partial file."""
+    root = images(tmp_path / "images", 40)
+    out = tmp_path / "out.h5"
+    # the first job commits rows, then is still running for 3 s on its last image
+    slowed = WRAPPED.format(slow="time.sleep(3 if ref.path.endswith('0039.png') else 0.02)")
+    first = subprocess.Popen([sys.executable, "-c", slowed, *score_args(root, out)[1:]],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "out.h5.parts").glob("shard-*/*.npz")):
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.01)
+        for mode in ("--overwrite", "--resume"):
+            second = subprocess.run(score_args(root, out, mode), capture_output=True, text=True)
+            assert second.returncode == 2, second.stderr
+            assert "is being written by another mcd-score run" in second.stderr
+            assert f"pid {first.pid}" in second.stderr and "--overwrite" not in second.stderr
+        assert first.wait(timeout=120) == 0, first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    clean = tmp_path / "clean.h5"
+    subprocess.run(score_args(root, clean), check=True, capture_output=True)
+    assert_same_datasets(clean, out)
+
+
+WRAPPED = """
+import sys, threading, time
+import scorer.pipeline
+real = scorer.pipeline.read_file
+def read_file(ref, *args):
+    {slow}
+    return real(ref, *args)
+scorer.pipeline.read_file = read_file
+from scorer.cli import main
+sys.argv = ["mcd-score", *sys.argv[1:]]
+main()
+"""
+
+
+def test_sigterm_ends_a_run_within_seconds_even_with_a_hung_reader(tmp_path):
+    """Issue 9.6: a read that never returned (here: 0003.png, as on a hung network mount) kept the
+    run alive after SIGTERM (the thread pool waited for it)."""
+    root = images(tmp_path / "images", 40)
+    out = tmp_path / "out.h5"
+    process = subprocess.Popen([sys.executable, "-c", WRAPPED.format(
+        slow="ref.path.endswith('0003.png') and threading.Event().wait()"),
+                                *score_args(root, out, "--workers", "2", quiet=False)[1:]],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        process.stderr.readline()  # the start line: the run is under way, and stuck on 0003.png
+        time.sleep(1.0)
+        assert process.poll() is None
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        assert time.monotonic() - sent < 5
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, process.stderr.read()
