@@ -208,13 +208,14 @@ class ResultsReader:
         return block.reshape(len(order), -1)[inverse]
 
     def matrix_chunks(self, names: Sequence[str],
-                      chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+                      chunk_bytes: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """Row slices of ``[N, C]`` datasets, read together: ``(start, {name: [n, C] float64})``.
 
-        Slices hold about ``chunk_bytes`` per dataset in float64 (at least one row).
+        Slices hold about ``chunk_bytes`` (default :data:`CHUNK_BYTES`) per dataset in float64, at
+        least one row.
         """
         width = max(1, self.info.num_outputs)
-        step = max(1, chunk_bytes // (8 * width))
+        step = max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (8 * width))
         for start in range(0, self.info.rows, step):
             stop = min(start + step, self.info.rows)
             yield start, {name: np.asarray(self._file[name][start:stop], dtype=np.float64)
