@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from PIL import Image
 
 FAILURES = ("unreadable", "truncated", "not an image")
 
@@ -180,3 +181,98 @@ def brute_ood_flagged(in_scores, ood_scores, keep: float = 0.95) -> float:
         if sum(s <= threshold for s in ordered) / len(ordered) >= keep - 1e-12:
             return sum(s > threshold for s in ood_scores) / len(ood_scores)
     raise AssertionError("unreachable")
+
+
+def expected_summary(path: Path, ood_labels: tuple[str, ...] = ("ood",)) -> dict:
+    """The report's key numbers recomputed from the raw file with h5py, loops and scikit-learn."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    with h5py.File(path, "r") as file:
+        rows = int(file.attrs.get("rows_complete", file["path"].shape[0]))
+        status = np.array(file["status"].asstr()[:rows], dtype=object)
+        label = np.array(file["label"].asstr()[:rows], dtype=object)
+        names = json.loads(file.attrs["class_names"]) if "class_names" in file.attrs else \
+            list(file["class"].asstr()[...])
+        mean, std = file["mean"][:rows].astype(np.float64), file["std"][:rows].astype(np.float64)
+        data = {name: file[name][:rows].astype(np.float64) for name in (
+            "confidence", "predictive_entropy", "expected_entropy", "mutual_information",
+            "variation_ratio")}
+        predicted = file["predicted_class"][:rows]
+    ok = status == "ok"
+    labelled = [i for i in range(rows) if ok[i] and label[i] in names]
+    truth = {i: names.index(label[i]) for i in labelled}
+    correct = [bool(predicted[i] == truth[i]) for i in labelled]
+    scores = {name: data[name] for name in ("predictive_entropy", "mutual_information",
+                                            "expected_entropy", "variation_ratio")}
+    scores["std"] = np.array([std[i, predicted[i]] if ok[i] else np.nan for i in range(rows)])
+    scores["max_probability"] = 1 - data["confidence"]
+    result = {
+        "accuracy": float(np.mean(correct)),
+        "nll": float(np.mean([-np.log(mean[i, truth[i]]) for i in labelled])),
+        "brier": float(np.mean([sum((mean[i, c] - (c == truth[i])) ** 2 for c in range(len(names)))
+                                for i in labelled])),
+        "ece": brute_ece([data["confidence"][i] for i in labelled], correct),
+        "selective": {}, "ood": {},
+    }
+    wrong = [not c for c in correct]
+    for name, values in scores.items():
+        picked = [float(values[i]) for i in labelled]
+        result["selective"][name] = {
+            "aurc": brute_aurc(picked, correct),
+            "accuracy_at_coverage_90": brute_accuracy_at(picked, correct, 0.9),
+            "accuracy_at_coverage_50": brute_accuracy_at(picked, correct, 0.5),
+            "misclassification_auroc": roc_auc_score(wrong, picked)}
+    ood_rows = [i for i in range(rows) if ok[i] and label[i] in ood_labels]
+    if ood_rows:
+        both = labelled + ood_rows
+        is_ood = [i in set(ood_rows) for i in both]
+        for name, values in scores.items():
+            picked = [float(values[i]) for i in both]
+            result["ood"][name] = {
+                "auroc": roc_auc_score(is_ood, picked), "aupr": average_precision_score(is_ood, picked),
+                "fpr_at_95_tpr": brute_fpr_at_tpr(picked, is_ood),
+                "ood_flagged_at_95_in": brute_ood_flagged([float(values[i]) for i in labelled],
+                                                          [float(values[i]) for i in ood_rows])}
+    return result
+
+
+def assert_summary_matches(numbers: dict, expected: dict, tolerance: float = 1e-9) -> None:
+    """The report's JSON summary agrees with :func:`expected_summary`."""
+    import pytest
+
+    for key in ("accuracy", "nll", "brier", "ece"):
+        assert numbers["classification"][key] == pytest.approx(expected[key], abs=tolerance), key
+    for name, values in expected["selective"].items():
+        for key, value in values.items():
+            assert numbers["selective"][name][key] == pytest.approx(value, abs=tolerance), (name, key)
+    for name, values in expected["ood"].items():
+        for key, value in values.items():
+            assert numbers["ood"]["measures"][name][key] == pytest.approx(value, abs=tolerance), (name, key)
+
+
+def multilabel_file(path: Path, n: int = 240, labels: int = 4) -> Path:
+    rng = np.random.default_rng(5)
+    is_ood = rng.random(n) < 0.25
+    logits = rng.normal(0, 2, (n, 1, labels)) + rng.normal(0, 1, (n, 12, labels)) * np.where(
+        is_ood, 2.5, 0.5)[:, None, None]
+    columns = multilabel_columns(1 / (1 + np.exp(-logits)))
+    failed = rng.random(n) < 0.1
+    fail_rows(columns, failed)
+    columns.update(path=[f"p/{i}.png" for i in range(n)],
+                   status=np.where(failed, "truncated", "ok").tolist(),
+                   label=np.where(is_ood, "ood", "photos").tolist())
+    return write_results(path, columns, kind="multilabel", passes=12,
+                         class_names=[f"tag{i}" for i in range(labels)], class_dataset=True)
+
+
+def with_images(tmp_path: Path, n: int = 120) -> tuple[Path, Path]:
+    """A results file whose ``path`` column names PNG files that exist under ``images/``."""
+    results = synthetic_probabilities(tmp_path / "r.h5", n=n, images_root=str(tmp_path / "images"))
+    with h5py.File(results, "r") as raw:
+        paths = raw["path"].asstr()[:]
+    rng = np.random.default_rng(0)
+    for path in paths:
+        file = tmp_path / "images" / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(file)
+    return results, tmp_path / "images"

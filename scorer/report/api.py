@@ -12,7 +12,7 @@ import numpy as np
 
 from scorer.report import figures as draw
 from scorer.report import page, thumbs
-from scorer.report.analysis import Analysis, analyse, output_names
+from scorer.report.analysis import MEASURE_TITLES, Analysis, Histogram, analyse, output_names
 from scorer.report.errors import ReportUsageError
 from scorer.report.load import ResultsReader
 from scorer.report.options import ReportOptions, ReportSummary
@@ -79,28 +79,31 @@ def _warnings(analysis: Analysis) -> list[str]:
     return warnings
 
 
-def render_figures(analysis: Analysis) -> dict[str, bytes]:
-    """PNG bytes of every figure that applies: ``distributions``, ``correct_wrong``, ``scatter``,
-    ``reliability``, ``rejection`` and ``ood``."""
-    result: dict[str, bytes] = {}
+def render_figures(analysis: Analysis) -> dict[str, list[tuple[str, bytes]]]:
+    """PNG panels of every figure that applies, by name: ``distributions``, ``correct_wrong`` and
+    ``ood`` (one panel per measure), ``scatter``, ``reliability`` and ``rejection`` (one each)."""
+    result: dict[str, list[tuple[str, bytes]]] = {}
 
-    def keep(name: str, figure: Any) -> None:
-        result[name] = draw.png(figure)
+    def histograms(histograms: dict[str, Histogram], groups: tuple[str, ...]) -> list[tuple[str, bytes]]:
+        return [(MEASURE_TITLES.get(name, name),
+                 draw.png(draw.histogram_figure(h, groups, MEASURE_TITLES.get(name, name))))
+                for name, h in histograms.items()]
 
     if analysis.histograms:
-        keep("distributions", draw.histograms_figure(analysis.histograms, ("all",)))
+        result["distributions"] = histograms(analysis.histograms, ("all",))
     if analysis.correct is not None:
-        keep("correct_wrong", draw.histograms_figure(analysis.histograms, ("correct", "wrong")))
+        result["correct_wrong"] = histograms(analysis.histograms, ("correct", "wrong"))
     scatter = analysis.table.scatter
     if scatter is not None and scatter.x.size:
-        keep("scatter", _scatter(analysis))
+        result["scatter"] = [("std against mean", draw.png(_scatter(analysis)))]
     if analysis.calibration is not None:
-        keep("reliability", draw.reliability_figure(analysis.calibration))
-        keep("rejection", draw.rejection_figure(analysis.selective, analysis.oracle,
-                                                analysis.classification["accuracy"]))
+        result["reliability"] = [("reliability diagram",
+                                  draw.png(draw.reliability_figure(analysis.calibration)))]
+        result["rejection"] = [("accuracy-rejection curves", draw.png(draw.rejection_figure(
+            analysis.selective, analysis.oracle, analysis.classification["accuracy"])))]
     if analysis.ood:
-        histograms = {name: o.histogram for name, o in analysis.ood.items() if o.histogram}
-        keep("ood", draw.histograms_figure(histograms, ("in-distribution", "OOD")))
+        result["ood"] = histograms({name: o.histogram for name, o in analysis.ood.items()
+                                    if o.histogram}, ("in-distribution", "OOD"))
     return result
 
 

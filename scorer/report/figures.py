@@ -56,36 +56,28 @@ def png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def histograms_figure(histograms: Mapping[str, Histogram], groups: Sequence[str]) -> Figure:
-    """One panel per measure; each group's histogram as a share of that group's images.
+def histogram_figure(histogram: Histogram, groups: Sequence[str], title: str) -> Figure:
+    """One measure's histogram per group, each as a share of that group's images.
 
     Args:
-        histograms: Measure name to its histogram (groups not present are skipped).
+        histogram: Counts per group over shared edges (groups not present are skipped).
         groups: Group names to draw, in order, e.g. ``("correct", "wrong")``.
+        title: The panel title (the measure).
     """
-    names = list(histograms)
-    columns = 2 if len(names) > 1 else 1
-    rows = max(1, -(-len(names) // columns))
-    figure = _figure(8.0, 2.6 * rows + 0.3)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, name in zip(axes, names, strict=False):
-        histogram = histograms[name]
-        for group in groups:
-            counts = histogram.groups.get(group)
-            if counts is None or counts.sum() == 0:
-                continue
-            share = counts / counts.sum()
-            color = COLORS.get(group, "#333333")
-            ax.stairs(share, histogram.edges, color=color, linewidth=1.6,
-                      label=f"{group} ({int(counts.sum())})",
-                      fill=len(groups) == 1, alpha=0.8 if len(groups) == 1 else 1.0)
-        ax.set_title(MEASURE_TITLES.get(name, name), fontsize=10)
-        ax.set_ylabel("share of images", fontsize=8)
-        ax.tick_params(labelsize=8)
-        if len(groups) > 1:
-            ax.legend(fontsize=7, frameon=False)
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
+    figure = _figure(4.2, 2.9)
+    ax = figure.subplots()
+    for group in groups:
+        counts = histogram.groups.get(group)
+        if counts is None or counts.sum() == 0:
+            continue
+        ax.stairs(counts / counts.sum(), histogram.edges, color=COLORS.get(group, "#333333"),
+                  linewidth=1.6, label=f"{group} ({int(counts.sum()):,})", fill=len(groups) == 1,
+                  alpha=0.8 if len(groups) == 1 else 1.0)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("share of images", fontsize=8)
+    ax.tick_params(labelsize=8)
+    if len(groups) > 1 and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, frameon=False)
     return figure
 
 

@@ -30,6 +30,8 @@ table{border-collapse:collapse;background:#fff;font-size:.88rem}
 th,td{border:1px solid #e3e3e3;padding:4px 8px;text-align:left}
 td{white-space:nowrap}.n{text-align:right}th{background:#f1f1f1;min-width:4em}
 figure{margin:12px 0}figure img{max-width:100%;height:auto;background:#fff;border:1px solid #eee}
+.panels{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:6px}
+.panels img{width:100%}
 figcaption{font-size:.85rem;color:#555}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(140px,1fr));gap:10px}
 .tile{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:6px;font-size:.78rem;
@@ -61,12 +63,18 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _figure(png: bytes | None, alt: str, caption: str) -> str:
-    if png is None:
+Panels = Sequence[tuple[str, bytes]]
+"""A figure as ``(alt text, PNG bytes)`` panels: one image, or small multiples laid out in a grid."""
+
+
+def _figure(panels: Panels | None, caption: str) -> str:
+    if not panels:
         return ""
-    data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    images = "".join(f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" '
+                     f'alt="{escape(alt)}">' for alt, png in panels)
+    if len(panels) > 1:
+        images = f"<div class=panels>{images}</div>"
+    return f"<figure>{images}<figcaption>{caption}</figcaption></figure>"
 
 
 def _title(name: str) -> str:
@@ -134,19 +142,19 @@ def _labels_notes(analysis: Analysis) -> str:
     return "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
 
 
-def _distributions(analysis: Analysis, figures: Mapping[str, bytes]) -> str:
+def _distributions(analysis: Analysis, figures: Mapping[str, Panels]) -> str:
     rows = [[_title(name)] + [q[k] if q else None for k in ("mean", "median", "p10", "p90", "max")]
             for name, q in analysis.distributions.items()]
     parts = ["<h2>Uncertainty distributions</h2>",
              _table(["measure", "mean", "median", "10%", "90%", "max"], rows),
-             _figure(figures.get("distributions"), "histograms of the uncertainty measures",
-                     "All scored images. Entropies and mutual information in nats; variation "
-                     "ratio = 1 - (passes voting for the modal class) / T.")]
+             _figure(figures.get("distributions"), "All scored images. Entropies and mutual "
+                     "information in nats; variation ratio = 1 - (passes voting for the modal "
+                     "class) / T.")]
     if "correct_wrong" in figures:
-        parts.append(_figure(figures["correct_wrong"], "histograms for correct and wrong predictions",
-                             "Labelled images: correct vs wrong predictions (share of each group)."))
+        parts.append(_figure(figures["correct_wrong"], "Labelled images: correct vs wrong "
+                             "predictions (share of each group)."))
     if "scatter" in figures:
-        parts.append(_figure(figures["scatter"], "std against mean", _scatter_caption(analysis)))
+        parts.append(_figure(figures["scatter"], _scatter_caption(analysis)))
     return "".join(parts)
 
 
@@ -162,7 +170,7 @@ def _scatter_caption(analysis: Analysis) -> str:
     return escape(text)
 
 
-def _classification(analysis: Analysis, figures: Mapping[str, bytes]) -> str:
+def _classification(analysis: Analysis, figures: Mapping[str, Panels]) -> str:
     c = analysis.classification
     if c is None:
         return ""
@@ -173,15 +181,15 @@ def _classification(analysis: Analysis, figures: Mapping[str, bytes]) -> str:
              f"<p class=muted>ECE: {c['ece_bins']} equal-width bins on the top-label confidence "
              "(max mean probability), bin b holding (b/15, (b+1)/15]; sum over bins of "
              "|accuracy - confidence| weighted by the share of images in the bin.</p>",
-             _figure(figures.get("reliability"), "reliability diagram", "Reliability diagram.")]
+             _figure(figures.get("reliability"), "Reliability diagram: accuracy and mean confidence "
+                     "per bin; the images in each bin below.")]
     parts.append("<h2>Selective prediction</h2>")
     rows = [[_title(name), s.aurc, *[s.accuracy_at[v] for v in COVERAGES], s.misclassification_auroc]
             for name, s in analysis.selective.items()]
     parts.append(_table(["ranked by", "AURC", *[f"accuracy @ {round(v * 100)}% kept" for v in COVERAGES],
                          "misclassification AUROC"], rows))
-    parts.append(_figure(figures.get("rejection"), "accuracy-rejection curves",
-                         "The most uncertain images are rejected first; max probability is the "
-                         "usual baseline. Lower AURC is better."))
+    parts.append(_figure(figures.get("rejection"), "The most uncertain images are rejected first; "
+                         "max probability is the usual baseline. Lower AURC is better."))
     fraction = analysis.options.flag_fraction
     flagged = [[_title(name), f.threshold, f.flagged, f.accuracy_flagged, f.accuracy_rest]
                for name, f in analysis.flagged.items() if f is not None]
@@ -191,7 +199,7 @@ def _classification(analysis: Analysis, figures: Mapping[str, bytes]) -> str:
     return "".join(parts)
 
 
-def _ood(analysis: Analysis, figures: Mapping[str, bytes]) -> str:
+def _ood(analysis: Analysis, figures: Mapping[str, Panels]) -> str:
     if not analysis.ood:
         if analysis.options.ood_labels:
             return ("<h2>Out-of-distribution detection</h2><p>Needs scored images of both an "
@@ -209,8 +217,7 @@ def _ood(analysis: Analysis, figures: Mapping[str, bytes]) -> str:
         _table(["score", "AUROC", "AUPR", "FPR @ 95% TPR", "OOD flagged @ 95% in kept"], rows),
         "<p class=muted>The last column: the threshold keeps 95% of in-distribution images; the "
         "share of OOD images above it.</p>",
-        _figure(figures.get("ood"), "histograms in- vs out-of-distribution",
-                "In-distribution vs OOD images (share of each group).")])
+        _figure(figures.get("ood"), "In-distribution vs OOD images (share of each group).")])
 
 
 def _outputs(analysis: Analysis) -> str:
@@ -269,7 +276,7 @@ images) as positives; AUPR is average precision.</dd></dl>
 """
 
 
-def render(analysis: Analysis, numbers: Mapping[str, Any], figures: Mapping[str, bytes],
+def render(analysis: Analysis, numbers: Mapping[str, Any], figures: Mapping[str, Panels],
            galleries: Mapping[str, Sequence[Tile]],
            examples: Mapping[str, list[tuple[str, str]]]) -> str:
     """The whole page as a string."""
