@@ -177,8 +177,9 @@ def test_a_file_without_scored_rows(tmp_path: Path, rows: int) -> None:
 
 
 def test_json_keys_are_documented_in_the_readme(tmp_path: Path) -> None:
-    """Every key path of a full summary appears in the README's key table."""
+    """Every key path of full probabilities and multi-label summaries is in the README's table."""
     numbers = numbers_of(synthetic_probabilities(tmp_path / "r.h5", n=200))
+    multilabel = numbers_of(multilabel_file(tmp_path / "m.h5"))
     measures = set(numbers["selective"])
     variable = {"failures": "<reason>", "other_labels": "<label>"}
 
@@ -193,7 +194,9 @@ def test_json_keys_are_documented_in_the_readme(tmp_path: Path) -> None:
         else:
             yield prefix
 
-    missing = sorted({p for p in paths(numbers, "", "") if f"`{p}`" not in README})
+    keys = {p for p in paths(numbers, "", "")} | {p for p in paths(multilabel, "", "")}
+    assert "outputs[].share_above_half" in keys and "ood.measures.<measure>.auroc" in keys
+    missing = sorted(key for key in keys if f"`{key}`" not in README)
     assert not missing, f"summary keys not documented in README.md: {missing}"
 
 

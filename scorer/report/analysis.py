@@ -27,7 +27,7 @@ MEASURE_TITLES = {
     "expected_entropy": "expected entropy",
     "variation_ratio": "variation ratio",
     "std": "std",
-    "max_probability": "max probability",
+    "max_probability": "1 - max probability",
 }
 
 
@@ -197,9 +197,9 @@ def _ood(analysis: Analysis, in_dist: np.ndarray, out_dist: np.ndarray) -> None:
         if scores.size:
             histogram = _histogram(scores, {"in-distribution": ~flags, "OOD": flags}, name,
                                    table.info.passes)
+        ranked = numbers.ranking(scores, flags, OOD_KEEP)
         analysis.ood[name] = OodResult(
-            auroc=numbers.roc_auc(scores, flags), aupr=numbers.average_precision(scores, flags),
-            fpr_at_95_tpr=numbers.fpr_at_tpr(scores, flags, OOD_KEEP),
+            auroc=ranked.auroc, aupr=ranked.average_precision, fpr_at_95_tpr=ranked.fpr_at_tpr,
             flagging=numbers.ood_flagging(scores[~flags], scores[flags], OOD_KEEP),
             histogram=histogram)
 

@@ -43,10 +43,10 @@ def require_matplotlib() -> None:
             "only)") from err
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, constrained: bool = True) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained" if constrained else None)
 
 
 def png(figure: Figure) -> bytes:
@@ -64,7 +64,8 @@ def histogram_figure(histogram: Histogram, groups: Sequence[str], title: str) ->
         groups: Group names to draw, in order, e.g. ``("correct", "wrong")``.
         title: The panel title (the measure).
     """
-    figure = _figure(4.2, 2.9)
+    figure = _figure(4.2, 2.9, constrained=False)  # fixed margins: layout solving is the slow part
+    figure.subplots_adjust(left=0.16, right=0.97, bottom=0.11, top=0.9)
     ax = figure.subplots()
     for group in groups:
         counts = histogram.groups.get(group)

@@ -39,7 +39,7 @@ def _pair(scores: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _roc_points(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative true and false positives at each distinct threshold, highest score first."""
-    order = np.argsort(-scores, kind="mergesort")
+    order = np.argsort(-scores)  # order within tied scores does not matter: groups are summed
     ranked, hits = scores[order], positives[order]
     last_of_group = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]
     true_pos = np.cumsum(hits, dtype=np.float64)[last_of_group]
@@ -53,15 +53,7 @@ def roc_auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
     Returns:
         The AUROC (trapezoids between distinct thresholds), or ``None`` when either class is empty.
     """
-    scores, positives = _pair(scores, positives)
-    n_pos = int(positives.sum())
-    n_neg = positives.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    true_pos, false_pos = _roc_points(scores, positives)
-    tpr = np.r_[0.0, true_pos / n_pos]
-    fpr = np.r_[0.0, false_pos / n_neg]
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    return ranking(scores, positives).auroc
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None:
@@ -72,14 +64,7 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float | None
     Returns:
         AP, or ``None`` when there are no positives or no negatives.
     """
-    scores, positives = _pair(scores, positives)
-    n_pos = int(positives.sum())
-    if n_pos == 0 or n_pos == positives.size:
-        return None
-    true_pos, false_pos = _roc_points(scores, positives)
-    precision = true_pos / (true_pos + false_pos)
-    recall = true_pos / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return ranking(scores, positives).average_precision
 
 
 def fpr_at_tpr(scores: np.ndarray, positives: np.ndarray, tpr_level: float = 0.95) -> float | None:
@@ -88,13 +73,43 @@ def fpr_at_tpr(scores: np.ndarray, positives: np.ndarray, tpr_level: float = 0.9
     Returns:
         The FPR, or ``None`` when either class is empty.
     """
+    return ranking(scores, positives, tpr_level).fpr_at_tpr
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """AUROC, average precision and FPR at a TPR level of one score, from one sort."""
+
+    auroc: float | None
+    average_precision: float | None
+    fpr_at_tpr: float | None
+
+
+def ranking(scores: np.ndarray, positives: np.ndarray, tpr_level: float = 0.95) -> Ranking:
+    """:func:`roc_auc`, :func:`average_precision` and :func:`fpr_at_tpr` sorting ``scores`` once."""
     scores, positives = _pair(scores, positives)
     n_pos = int(positives.sum())
     n_neg = positives.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        return None
+        return Ranking(None, None, None)
     true_pos, false_pos = _roc_points(scores, positives)
-    first = int(np.searchsorted(true_pos / n_pos, tpr_level - 1e-12, side="left"))
+    return Ranking(_auroc(true_pos, false_pos, n_pos, n_neg), _ap(true_pos, false_pos, n_pos),
+                   _fpr_at(true_pos, false_pos, n_pos, n_neg, tpr_level))
+
+
+def _auroc(true_pos: np.ndarray, false_pos: np.ndarray, n_pos: int, n_neg: int) -> float:
+    tpr = np.r_[0.0, true_pos / n_pos]
+    fpr = np.r_[0.0, false_pos / n_neg]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def _ap(true_pos: np.ndarray, false_pos: np.ndarray, n_pos: int) -> float:
+    precision = true_pos / (true_pos + false_pos)
+    return float(np.sum(np.diff(np.r_[0.0, true_pos / n_pos]) * precision))
+
+
+def _fpr_at(true_pos: np.ndarray, false_pos: np.ndarray, n_pos: int, n_neg: int, level: float) -> float:
+    first = int(np.searchsorted(true_pos / n_pos, level - 1e-12, side="left"))
     return float(false_pos[first] / n_neg)
 
 
@@ -152,7 +167,7 @@ def risk_coverage(uncertainty: np.ndarray, correct: np.ndarray) -> np.ndarray:
     n = uncertainty.size
     if n == 0:
         return np.zeros(0)
-    order = np.argsort(uncertainty, kind="mergesort")
+    order = np.argsort(uncertainty)  # order within ties does not matter: groups are averaged
     ranked, errors = uncertainty[order], (~correct[order]).astype(np.float64)
     starts = np.r_[0, np.flatnonzero(np.diff(ranked)) + 1]
     sizes = np.diff(np.r_[starts, n])
