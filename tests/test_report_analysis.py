@@ -207,3 +207,31 @@ def test_accuracy_at_coverage_keys_cover_the_issue_levels(tmp_path: Path) -> Non
     assert numbers["classification"]["ece_bins"] == 15
     assert len(numbers["classification"]["reliability"]) == 15
     assert math.isclose(numbers["classification"]["reliability"][-1]["upper"], 1.0)
+
+
+def test_a_damaged_file_does_not_crash(tmp_path: Path) -> None:
+    """An ok row with a NaN measure and an out-of-range class index: reported, not a crash."""
+    path = synthetic_probabilities(tmp_path / "r.h5", n=120)
+    with h5py.File(path, "a") as raw:
+        ok = np.flatnonzero(raw["status"].asstr()[:] == "ok")
+        mi = raw["mutual_information"][:]
+        mi[ok[0]] = np.nan
+        raw["mutual_information"][...] = mi
+        predicted = raw["predicted_class"][:]
+        predicted[ok[1]] = 99
+        raw["predicted_class"][...] = predicted
+    summary = write_report(path, tmp_path / "r.html", ReportOptions(ood_labels=("ood",)))
+    numbers = summary.numbers
+    assert numbers["selective"]["mutual_information"]["aurc"] is not None
+    assert numbers["ood"]["measures"]["mutual_information"]["auroc"] is not None
+    json.dumps(numbers, allow_nan=False)
+
+
+def test_failure_details_from_the_reason_dataset(tmp_path: Path) -> None:
+    path = only_failed_file(tmp_path / "f.h5")
+    with h5py.File(path, "a") as raw:
+        raw.create_dataset("reason", data=["cut after 812 bytes", "PDF document", ""],
+                           dtype=h5py.string_dtype())
+    write_report(path, tmp_path / "f.html", ReportOptions())
+    html = (tmp_path / "f.html").read_text()
+    assert "a/1.jpg (cut after 812 bytes)" in html and "a/2.jpg (PDF document)" in html

@@ -137,8 +137,9 @@ def analyse(table: RowTable, options: ReportOptions) -> Analysis:
     in_dist = ok & (table.label_role == CLASS) if table.info.kind == "probabilities" else \
         ok & (table.label_role == OTHER)
     out_dist = ok & (table.label_role == OOD)
-    if table.predicted is not None:
-        labelled = ok & (table.label_role == CLASS)
+    if table.predicted is not None and table.true_probability is not None:
+        labelled = ok & (table.label_role == CLASS) & np.isfinite(table.confidence) & \
+            np.isfinite(table.true_probability)
         if labelled.any():
             analysis.correct = labelled & (table.predicted == table.true_class)
             groups.update(correct=analysis.correct, wrong=labelled & ~analysis.correct)
@@ -172,14 +173,18 @@ def _classification(analysis: Analysis, labelled: np.ndarray) -> None:
     count = int(labelled.sum())
     for name, values in scores_of(table).items():
         scores = values[labelled].astype(np.float64)
-        risk = numbers.risk_coverage(scores, correct)
+        finite = np.isfinite(scores)  # all of them in a sound file; a damaged one must not crash
+        scores, kept = scores[finite], correct[finite]
+        if scores.size == 0:
+            continue
+        risk = numbers.risk_coverage(scores, kept)
         index, sampled = numbers.downsample(risk)
         analysis.selective[name] = Selective(
             aurc=numbers.aurc(risk),
             accuracy_at={c: numbers.accuracy_at_coverage(risk, c) for c in COVERAGES},
-            misclassification_auroc=numbers.roc_auc(scores, ~correct),
-            coverage=(index + 1) / count, accuracy=1.0 - sampled)
-        analysis.flagged[name] = numbers.flag_split(scores, correct, options.flag_fraction)
+            misclassification_auroc=numbers.roc_auc(scores, ~kept),
+            coverage=(index + 1) / scores.size, accuracy=1.0 - sampled)
+        analysis.flagged[name] = numbers.flag_split(scores, kept, options.flag_fraction)
     kept = np.arange(1, count + 1)
     index, oracle_correct = numbers.downsample(np.minimum(kept, int(correct.sum())) / kept)
     analysis.oracle = ((index + 1) / count, oracle_correct)

@@ -74,6 +74,9 @@ def summary_text(numbers: dict[str, Any]) -> str:
 
 def _warnings(analysis: Analysis) -> list[str]:
     warnings = [f"--ood {label!r} matches no image label" for label in analysis.missing_ood_labels]
+    names = analysis.table.info.class_names
+    warnings += [f"--ood {label!r} is also a class name: its images count as out-of-distribution"
+                 for label in analysis.options.ood_labels if label in names]
     if analysis.table.info.rows and not analysis.table.ok.any():
         warnings.append("no image of the file was scored: the report lists the failures only")
     return warnings

@@ -216,11 +216,11 @@ def _stream_matrices(reader: ResultsReader, table: RowTable, max_points: int, se
             if need_argmax:
                 predicted[start:stop] = np.where(good, mean.argmax(axis=1), -1)
                 confidence[start:stop] = np.where(good, mean.max(axis=1), np.nan)
-            top = np.maximum(predicted[start:stop], 0)
+            top = np.clip(predicted[start:stop], 0, width - 1)
             spread[start:stop] = np.where(good, std[rows, top], np.nan)
             truth = table.true_class[start:stop]
             known = good & (truth >= 0)
-            p_true = mean[rows, np.maximum(truth, 0)]
+            p_true = mean[rows, np.clip(truth, 0, width - 1)]
             true_probability[start:stop] = np.where(known, p_true, np.nan)
             brier[start:stop] = np.where(known, (mean**2).sum(axis=1) - 2 * p_true + 1, np.nan)
             column = 1 if info.binary_sigmoid else None

@@ -76,6 +76,15 @@ def images_folder(table: RowTable, override: Path | None) -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """``L`` or ``RGB``; 16-bit, 32-bit and float grey images are scaled to 0..255 by their maximum."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = pixels.max() if pixels.size and pixels.max() > 0 else 1.0
+        return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).astype(np.uint8))
+    return image.convert("L" if image.mode in ("1", "L", "LA") else "RGB")
+
+
 def thumbnail_uri(file: Path) -> str:
     """A ``data:`` URI of a small copy of the image ``file``.
 
@@ -86,8 +95,7 @@ def thumbnail_uri(file: Path) -> str:
         with Image.open(file) as opened:
             if opened.format == "JPEG":
                 opened.draft("RGB", (THUMBNAIL_PIXELS * 2, THUMBNAIL_PIXELS * 2))
-            image = ImageOps.exif_transpose(opened)
-            image = image.convert("L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+            image = _eight_bit(ImageOps.exif_transpose(opened))
     except (ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise OSError(str(err)) from err
     image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
@@ -108,7 +116,8 @@ def _facts(table: RowTable, rows: list[int], means: np.ndarray) -> list[list[tup
     for i, row in enumerate(rows):
         facts: list[tuple[str, str]] = []
         if kind == "probabilities" and table.predicted is not None:
-            facts.append(("predicted", names[int(table.predicted[row])]))
+            predicted = int(table.predicted[row])
+            facts.append(("predicted", names[predicted] if 0 <= predicted < len(names) else str(predicted)))
             facts.append(("probability", f"{float(table.confidence[row]):.3f}"))
         elif kind == "multilabel":
             on = [c for c in np.argsort(-means[i]) if means[i, c] > 0.5][:3]
