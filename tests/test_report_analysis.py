@@ -108,6 +108,8 @@ def test_binary_sigmoid_scatter_shows_the_positive_class(tmp_path: Path) -> None
         table = read_table(reader)
     np.testing.assert_allclose(table.scatter.x, mean[:, 1])
     np.testing.assert_allclose(table.scatter.y, std[:, 1])
+    html = write_report(path, tmp_path / "r.html", ReportOptions()).html_path.read_text()
+    assert "Binary sigmoid head: std of P(positive class)" in html
 
 
 def test_multilabel_sections(tmp_path: Path) -> None:
@@ -147,6 +149,8 @@ def test_values_sections(tmp_path: Path) -> None:
     assert [o["mean_std"] for o in numbers["outputs"]] == pytest.approx(std.mean(axis=0), rel=1e-6)
     assert numbers["failures"] == {"unreadable": 6}
     assert numbers["classification"] is None and numbers["ood"] is None
+    html = write_report(path, tmp_path / "v.html", ReportOptions()).html_path.read_text()
+    assert "Per output" in html and "The file has no labels" in html and "Ordered by std" in html
 
 
 def only_failed_file(path: Path) -> Path:

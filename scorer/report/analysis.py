@@ -83,11 +83,6 @@ class Analysis:
     ood_counts: tuple[int, int] = (0, 0)
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def distribution_measures(self) -> list[str]:
-        """Measures shown as distributions (all stored ones)."""
-        return list(self.table.measures)
-
     def to_json(self) -> dict[str, Any]:
         """The JSON summary: stable keys, ``None`` (``null``) where a number does not apply."""
         return summary_json(self)

@@ -5,7 +5,6 @@ Register it in the ``mcd-score`` group with ``main.add_command(report_command)``
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -61,4 +60,3 @@ def report_command(results: Path, html: Path | None, json_summary: Path | None,
         click.echo(f"wrote {summary.html_path}", err=to_stdout)
     if summary.json_path is not None:
         click.echo(f"wrote {summary.json_path}", err=to_stdout)
-    sys.stdout.flush()
