@@ -2,9 +2,12 @@
 
 1. Train the classic MNIST-style dropout CNN on scikit-learn's handwritten digits (28x28).
 2. ``mcd-export`` it to a self-contained MC dropout ONNX graph.
-3. Write the held-out digits as PNG files in class folders, plus out-of-distribution photographs
-   (scikit-image's sample images), noise, and two broken files.
+3. Write the held-out digits as PNG files in class folders (``images/0`` .. ``images/9``, so the
+   label of each image is its class), out-of-distribution photographs (scikit-image's sample
+   images) and noise in ``images/ood``, and two broken files in ``images/broken``.
 4. ``mcd-score`` the folder into HDF5 and print the most and least uncertain images.
+5. Write the report (``mcd-score report scores.h5 report.html --ood ood``) and, when Chromium and
+   Playwright are installed, a screenshot of it (``report.png``).
 
 Usage: python scripts/demo.py [--out demo-output] [--epochs 12] [--passes 50]
 """
@@ -42,11 +45,11 @@ def train(images: np.ndarray, labels: np.ndarray, epochs: int, path: Path) -> No
 
 
 def write_images(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Held-out digits in class folders, photographs and noise in ood/, broken files."""
+    """Held-out digits in class folders 0..9, photographs and noise in ood/, broken files."""
     import skimage.data
 
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        folder = root / "digits" / str(label)
+        folder = root / str(label)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i:04d}.png")
     ood = root / "ood"
@@ -78,9 +81,9 @@ def report(out: Path) -> None:
     ok = np.asarray(data["status"], dtype=object) == "ok"
     mi = data["mutual_information"]
     group = np.array([p.split("/")[0] for p in paths])
-    is_digit = (group == "digits") & ok
-    truth = np.array([int(p.split("/")[1]) if g == "digits" else -1 for p, g in zip(paths, group,
-                                                                                     strict=True)])
+    is_digit = np.isin(group, [str(c) for c in range(10)]) & ok
+    truth = np.array([int(g) if d else -1 for g, d in zip(group, is_digit, strict=True)])
+    group = np.where(is_digit, "digits", group)
     accuracy = np.mean(data["predicted_class"][is_digit] == truth[is_digit])
     print(f"\n{out}: {len(paths)} rows, {int((~ok).sum())} failed, provider "
           f"{attrs['execution_provider']}, {attrs['passes']} passes, seed {attrs['seed']}")
@@ -107,6 +110,35 @@ def report(out: Path) -> None:
     print(f"\nfailed rows: {', '.join(failed)}")
 
 
+def write_html_report(out: Path) -> None:
+    """``mcd-score report`` through its library call, a JSON summary and a screenshot."""
+    from report_screenshot import chromium_path, screenshot
+
+    from scorer.report import ReportOptions, write_report
+
+    html, png = out / "report.html", out / "report.png"
+    print(f"\n$ mcd-score report {out / 'scores.h5'} {html} --ood ood "
+          f"--json-summary {out / 'report.json'}")
+    summary = write_report(out / "scores.h5", html,
+                           ReportOptions(ood_labels=("ood",), json_summary=out / "report.json"))
+    numbers = summary.numbers
+    print(f"wrote {html}: accuracy {numbers['classification']['accuracy']:.3f}, ECE "
+          f"{numbers['classification']['ece']:.4f}, AURC (MI) "
+          f"{numbers['selective']['mutual_information']['aurc']:.4f}")
+    print("digits vs OOD (photographs, noise), AUROC:", ", ".join(
+        f"{name} {numbers['ood']['measures'][name]['auroc']:.3f}"
+        for name in ("mutual_information", "predictive_entropy", "max_probability")))
+    if chromium_path() is None:
+        print("no Chromium (apt-get install chromium): skipped the screenshot")
+        return
+    try:
+        errors = screenshot(html, png)
+    except RuntimeError as err:
+        print(f"skipped the screenshot: {err}")
+        return
+    print(f"wrote {png}" + (f" (console errors: {errors})" if errors else ""))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
@@ -129,6 +161,7 @@ def main() -> int:
     if code not in (0, 3):  # 3: finished, some files (the broken ones) could not be read
         return code
     report(out / "scores.h5")
+    write_html_report(out)
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install mcd-score with the exporter and test extras.
+# Create .venv (if missing) and install mcd-score with the exporter, report and test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -7,4 +7,4 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[export,test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[export,report,test]"

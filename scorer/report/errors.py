@@ -1,0 +1,23 @@
+"""Typed errors of ``mcd-score report``.
+
+:class:`ReportUsageError` and its subclasses are the user's to fix (exit code 2); other
+:class:`ReportError` are failures (exit code 1).
+"""
+
+from scorer.errors import ScorerError, ScorerUsageError
+
+
+class ReportError(ScorerError):
+    """The report could not be written (exit code 1)."""
+
+
+class ReportUsageError(ScorerUsageError):
+    """Bad input or options the user must fix (exit code 2)."""
+
+
+class ResultsFileError(ReportUsageError):
+    """The results file is missing, unreadable or lacks a dataset the report needs."""
+
+
+class MissingDependencyError(ReportUsageError):
+    """An optional package the report needs (matplotlib) is not installed."""

@@ -1,0 +1,66 @@
+"""The report on files written by the real scorer: a digits model, digits, photographs, bad files.
+
+A miniature of the demo: held-out digits in class folders, photographs and noise as the ``ood``
+label, broken files. The numbers must equal independent computations from the raw file, and the
+committed regression reference (the product's own output) must report without surprises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from report_support import assert_summary_matches, expected_summary
+from scorer_support import exported_model, write_bad_files, write_digits, write_photos
+
+from scorer.report import ReportOptions, write_report
+
+REFERENCE = Path(__file__).parent / "data" / "regression" / "reference.h5"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> Path:
+    from scorer.score import ScoreOptions, score
+
+    model = exported_model(tmp_path_factory, "digits")
+    root = tmp_path_factory.mktemp("report-scored") / "images"
+    write_digits(root, per_class=8, classes=10, start=100)
+    photos = write_photos(root / "ood")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(root / "ood" / f"noise{i}.png")
+    write_bad_files(root / "broken")
+    out = root.parent / "scores.h5"
+    score(root, out, model, ScoreOptions(passes=30, seed=3, device="cpu"))
+    assert len(photos) == 3
+    return out
+
+
+def test_numbers_equal_independent_computations(scored: Path) -> None:
+    numbers = write_report(scored, None, ReportOptions(ood_labels=("ood",), write_html=False)).numbers
+    assert numbers["classification"]["images"] == 80
+    assert (numbers["ood"]["in_distribution"], numbers["ood"]["ood"]) == (80, 8)
+    assert numbers["failures"] == {"empty file": 1, "not an image": 1, "truncated": 1}
+    assert numbers["labels"]["other_labels"] == {}
+    assert_summary_matches(numbers, expected_summary(scored), tolerance=1e-7)
+
+
+def test_page_shows_the_scored_images(scored: Path, tmp_path: Path) -> None:
+    summary = write_report(scored, tmp_path / "r.html", ReportOptions(ood_labels=("ood",)))
+    assert summary.warnings == []
+    html = summary.html_path.read_text(encoding="utf-8")
+    assert "images folder not found" not in html and "cannot read the image" not in html
+    assert html.count('class="tile"') == 24
+    assert "broken/truncated.jpg" in html
+
+
+def test_regression_reference_reports(tmp_path: Path) -> None:
+    """The committed output of the real scorer: digit classes "0".."9", photographs in other/."""
+    summary = write_report(REFERENCE, tmp_path / "ref.html",
+                           ReportOptions(ood_labels=("other",), json_summary=tmp_path / "ref.json"))
+    numbers = summary.numbers
+    assert numbers["results"]["rows"] == 15 and numbers["failures"] == {"decode error": 1}
+    assert numbers["labels"]["ood"] == 2 and numbers["labels"]["class"] == 12
+    assert_summary_matches(numbers, expected_summary(REFERENCE, ("other",)), tolerance=1e-7)
