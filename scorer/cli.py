@@ -18,6 +18,7 @@ from scorer import __version__
 from scorer.decode import DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
 from scorer.errors import OutputWriteError, ScoreInterrupted, ScorerError, ScorerUsageError
 from scorer.inputs import DEFAULT_MAX_FILE_MB
+from scorer.report.command import report_command
 
 EXIT_SOME_FAILED = 3
 EXIT_WRITE_FAILED = 4
@@ -218,3 +219,6 @@ def table_command(results: Path, csv_path: str | None, parquet_path: Path | None
                        columns=tuple(columns.split(",")) if columns else None)
     write_table(results, query, csv=csv_path or (None if parquet_path else "-"),
                 parquet=parquet_path, stdout=click.get_binary_stream("stdout"))
+
+
+main.add_command(report_command)

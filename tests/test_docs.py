@@ -26,6 +26,7 @@ COMMANDS = {
     "mcd-score score": score_main.commands["score"],
     "mcd-score compare": score_main.commands["compare"],
     "mcd-score table": score_main.commands["table"],
+    "mcd-score report": score_main.commands["report"],
 }
 
 
