@@ -23,7 +23,8 @@ from scorer.schema import SCHEMA
 EXACT_DATASETS = ("predicted_class", "status", "key", "label")
 SKIPPED_DATASETS = ("path", "reason")
 """``path`` matches rows; ``reason`` is prose (schema 1 files have none), not compared."""
-PROVENANCE_ATTRS = ("model_sha256", "seed", "passes", "kind", "num_outputs", "schema_version")
+PROVENANCE_ATTRS = ("model_sha256", "seed", "passes", "pass_chunk", "kind", "num_outputs",
+                    "schema_version")
 SHAPE_ATTRS = ("kind", "num_outputs")
 """Provenance attributes that make metrics incomparable when they differ."""
 BLOCK_ROWS = 1 << 16

@@ -131,7 +131,8 @@ def decode(
     except MemoryError as error:
         raise ImageError(REASON_TOO_LARGE, "out of memory while decoding") from error
     except Exception as error:  # anything else Pillow raises on bad data
-        raise ImageError(REASON_DECODE, f"{type(error).__name__}: {error}") from error
+        reason = REASON_TRUNCATED if "truncated" in str(error).lower() else REASON_DECODE
+        raise ImageError(reason, f"{type(error).__name__}: {error}") from error
     return _normalise(pixels, pre, layout)
 
 

@@ -128,7 +128,7 @@ def score(
     session = open_session(model, options.device, options.threads)
     run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
                     session.provider)
-    header = file_header(session, options, refs, images)
+    header = file_header(session, options, refs, images, run_plan)
     with RunDir.open(Path(out), header, run_identity(session, options, refs, run_plan),
                      options.mode) as run:
         writer = run.writer(flush_seconds=options.commit_seconds)
@@ -198,7 +198,7 @@ def run_identity(session: ScoringSession, options: ScoreOptions, refs: Sequence[
 
 
 def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[ImageRef],
-                images: Path | Sequence[ImageRef]) -> FileHeader:
+                images: Path | Sequence[ImageRef], run_plan: Plan) -> FileHeader:
     meta = session.metadata
     attrs = {
         "model_sha256": session.model_sha256,
@@ -210,6 +210,7 @@ def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[I
         "input_count": len(refs),
         "max_pixels": options.max_pixels, "max_file_mb": options.max_file_mb,
         "max_image_mb": options.max_image_mb, "jpeg_draft": options.draft,
+        "pass_chunk": run_plan.pass_chunk,
         "versions": {
             "mcd-score": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
             "h5py": h5py.__version__, "Pillow": PIL.__version__,

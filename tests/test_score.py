@@ -431,11 +431,30 @@ def test_a_schema_1_partial_resumes_into_the_same_results(tmp_path):
                     ScoreOptions(passes=30, seed=7, mode="resume", device="cpu"))
     assert (summary.resumed, summary.images) == (8, 15)
     assert not (tmp_path / "out.h5.partial").exists() and not parts_path(out).exists()
+    fresh = tmp_path / "fresh.h5"
+    score(data / "regression" / "images", fresh, data / "regression" / "model.onnx",
+          ScoreOptions(passes=30, seed=7, device="cpu"))
+    assert_same_datasets(fresh, out)
+    # against the uninterrupted schema-1 run: the same numbers; only the truncated JPEG's status
+    # is new ('truncated', was 'decode error' in 0.1)
     from scorer.compare import compare_results
 
     comparison = compare_results(data / "v1" / "complete.h5", out, atol=0, rtol=0)
-    assert comparison.ok, comparison
     assert [m.max_abs_diff for m in comparison.metrics] == [0.0] * len(comparison.metrics)
+    changed = {e.name: e.examples for e in comparison.exact if e.rows_changed}
+    assert changed == {"status": [("other/broken.jpg", "decode error", "truncated")]}
+
+
+def test_a_schema_1_partial_without_its_row_count_starts_over(tmp_path):
+    """Issue 9.15: a partial missing its completion attribute gave a traceback."""
+    data = Path(__file__).parent / "data"
+    shutil.copy(data / "v1" / "partial.h5", tmp_path / "out.h5.partial")
+    with h5py.File(tmp_path / "out.h5.partial", "a") as file:
+        del file.attrs["rows_complete"]
+    summary = score(data / "regression" / "images", tmp_path / "out.h5",
+                    data / "regression" / "model.onnx",
+                    ScoreOptions(passes=30, seed=7, mode="resume", device="cpu"))
+    assert (summary.resumed, summary.images) == (0, 15)
 
 
 def test_draft_decoding_is_recorded_and_changes_photo_rows(model, mixed, tmp_path):

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from scorer.report.errors import ResultsFileError
+from scorer.sources import check_sources
 
 KINDS = ("probabilities", "multilabel", "values")
 CHUNK_BYTES = 8 << 20
@@ -109,6 +110,7 @@ class ResultsReader:
             raise ResultsFileError(f"{path} is not a readable HDF5 file ({err}); expected an "
                                    "mcd-score results file") from err
         try:
+            check_sources(self._file, path)  # a stitched file with a missing part reads as blanks
             self.info = self._read_info(path)
         except Exception:
             self._file.close()
