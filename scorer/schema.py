@@ -78,7 +78,7 @@ def _spec(name: str, dtype: str, dims: str, description: str, when: str = "alway
 _PER_CLASS = "image class"
 SCHEMA: tuple[DatasetSpec, ...] = (
     _spec("path", STRING, "image", "the image path relative to IMAGES (or as listed), in input "
-          "order; bytes that are not UTF-8 appear as \\xNN escapes (see path_bytes)"),
+          "order; bytes that are not UTF-8 appear as \\xNN escapes (exact bytes in path_bytes_hex)"),
     _spec("key", STRING, "image", "SHA-256 hex of the image file bytes, empty if unreadable"),
     _spec("status", STRING, "image", "'ok' if the image was scored, else the failure code"),
     _spec("reason", STRING, "image", "why the image failed, in words; empty for ok rows"),

@@ -74,40 +74,41 @@ def run(command: list[str]) -> int:
 
 
 def report(out: Path) -> None:
-    from scorer.h5out import read_results
+    """The most and least uncertain images, from the public reader (a pandas table)."""
+    import scorer
 
-    data, attrs = read_results(out)
-    paths = np.asarray(data["path"], dtype=object)
-    ok = np.asarray(data["status"], dtype=object) == "ok"
-    mi = data["mutual_information"]
-    group = np.array([p.split("/")[0] for p in paths])
-    is_digit = np.isin(group, [str(c) for c in range(10)]) & ok
-    truth = np.array([int(g) if d else -1 for g, d in zip(group, is_digit, strict=True)])
-    group = np.where(is_digit, "digits", group)
-    accuracy = np.mean(data["predicted_class"][is_digit] == truth[is_digit])
-    print(f"\n{out}: {len(paths)} rows, {int((~ok).sum())} failed, provider "
-          f"{attrs['execution_provider']}, {attrs['passes']} passes, seed {attrs['seed']}")
+    table = scorer.read_results(out)
+    ok = table["status"] == "ok"
+    is_digit = table["label"].isin([str(c) for c in range(10)]) & ok
+    truth = table["label"].where(is_digit, "-1").astype(int)
+    accuracy = (table["predicted_class"][is_digit] == truth[is_digit]).mean()
+    print(f"\n{out}: {len(table)} rows, {int((~ok).sum())} failed")
     print(f"held-out digit accuracy (MC mean): {accuracy:.3f}")
-    for name in ("digits", "ood"):
-        rows = (group == name) & ok
+    for name, rows in (("digits", is_digit), ("ood", (table["label"] == "ood") & ok)):
         print(f"  {name:6s} {int(rows.sum()):4d} images: mean mutual information "
-              f"{mi[rows].mean():.4f}, mean predictive entropy "
-              f"{data['predictive_entropy'][rows].mean():.4f}, mean confidence "
-              f"{data['confidence'][rows].mean():.3f}")
-    order = np.argsort(np.where(ok, mi, -np.inf))
-    header = f"  {'path':34s} {'class':>5s} {'conf':>6s} {'entropy':>8s} {'MI':>8s} {'var.ratio':>9s}"
+              f"{table['mutual_information'][rows].mean():.4f}, mean predictive entropy "
+              f"{table['predictive_entropy'][rows].mean():.4f}, mean confidence "
+              f"{table['confidence'][rows].mean():.3f}")
+    columns = ["path", "predicted_class", "confidence", "predictive_entropy", "mutual_information",
+               "variation_ratio"]
+    ranked = table[ok].sort_values("mutual_information", ascending=False)[columns]
+    print("\nmost uncertain (highest mutual information):")
+    print(ranked.head(8).to_string(index=False, float_format="%.4f"))
+    print("\nleast uncertain:")
+    print(ranked.tail(5).iloc[::-1].to_string(index=False, float_format="%.4f"))
+    failed = table[~ok]
+    print("\nfailed rows: " + ", ".join(f"{p} ({s})" for p, s in zip(failed["path"], failed["status"],
+                                                                       strict=True)))
 
-    def show(title: str, rows) -> None:
-        print(f"\n{title}\n{header}")
-        for i in rows:
-            print(f"  {paths[i]:34s} {data['predicted_class'][i]:5d} {data['confidence'][i]:6.3f} "
-                  f"{data['predictive_entropy'][i]:8.4f} {mi[i]:8.4f} "
-                  f"{data['variation_ratio'][i]:9.3f}")
 
-    show("most uncertain (highest mutual information):", order[::-1][:8])
-    show("least uncertain:", [i for i in order if ok[i]][:5])
-    failed = [f"{paths[i]} ({data['status'][i]})" for i in np.flatnonzero(~ok)]
-    print(f"\nfailed rows: {', '.join(failed)}")
+def next_steps(out: Path) -> None:
+    print(f"""
+Next:
+  open {out / 'report.html'}     the report: distributions, calibration, OOD detection
+  mcd-score table {out / 'scores.h5'} --where status=ok --sort mutual_information --top 10
+  python -c "import scorer; print(scorer.read_results('{out / 'scores.h5'}'))"
+  mcd-score your-images/ your.h5 --model {out / 'digits_cnn.onnx'}   # your own digit images
+  mcd-export your_model.keras your_model.onnx                       # your own Keras model""")
 
 
 def write_html_report(out: Path) -> None:
@@ -162,6 +163,7 @@ def main() -> int:
         return code
     report(out / "scores.h5")
     write_html_report(out)
+    next_steps(out)
     return 0
 
 

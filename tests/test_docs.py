@@ -8,7 +8,7 @@ import pytest
 from export.cli import main as export_main
 from scorer.cli import main as score_main
 from scorer.contract import SCHEMA_VERSION, ModelMetadata
-from scorer.schema import dataset_descriptions
+from scorer.schema import dataset_descriptions, spec
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -44,8 +44,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 @pytest.mark.parametrize("kind", ["probabilities", "multilabel", "values"])
 def test_readme_documents_every_dataset(kind: str) -> None:
     for name, dtype, _, _ in dataset_descriptions(kind, save_passes=True, has_labels=True):
-        shape = dict((n, s) for n, _, s, _ in dataset_descriptions("multilabel"))[name]
-        row = f"| `{name}` | {dtype} | {shape} |"
+        row = f"| `{name}` | {dtype} | {spec(name).shape_text()} |"  # the dimension named class
         assert row in README, f"README lacks the schema row {row!r}"
 
 
