@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scorer import metrics, schema
+from scorer import metrics, schema, stats
 from scorer.contract import OUTPUT_PASSES, ModelMetadata
 from scorer.pipeline import Batch
 from scorer.session import ScoringSession
@@ -59,7 +59,7 @@ def plan(meta: ModelMetadata, passes: int, max_memory_mb: int, batch_size: int |
 
 
 def run_passes(session: ScoringSession, images: np.ndarray, passes: int, seed: int,
-               save_passes: bool, run_plan: Plan) -> tuple[metrics.PassStats, np.ndarray | None]:
+               save_passes: bool, run_plan: Plan) -> tuple[stats.PassStats, np.ndarray | None]:
     """All ``passes`` passes for ``images`` in chunks; merged stats and optional ``[N, T, C]``."""
     outputs = session.stat_outputs() + ([OUTPUT_PASSES] if save_passes else [])
     merged = None
@@ -67,9 +67,9 @@ def run_passes(session: ScoringSession, images: np.ndarray, passes: int, seed: i
     for start, count in run_plan.chunks(passes):
         result = session.run(images, seed, start, count, outputs)
         entropies = result.get("entropy_sum", result.get("label_entropy_sum"))
-        stats = metrics.stats_from_outputs(count, result["pass_sum"], result["pass_m2"],
-                                           entropies, result.get("votes"))
-        merged = stats if merged is None else metrics.merge_stats(merged, stats)
+        chunk = stats.stats_from_outputs(count, result["pass_sum"], result["pass_m2"], entropies,
+                                         result.get("votes"))
+        merged = chunk if merged is None else stats.merge_stats(merged, chunk)
         if save_passes:
             kept.append(result[OUTPUT_PASSES])
     return merged, (np.concatenate(kept, axis=1) if kept else None)
@@ -91,9 +91,9 @@ def score_batch(session: ScoringSession, batch: Batch, passes: int, seed: int, s
     step = max(1, run_plan.call_images or len(images))
     for start in range(0, len(images), step):  # results are per image: splitting is exact
         rows = batch.ok_rows[start:start + step]
-        stats, kept = run_passes(session, images[start:start + step], passes, seed, save_passes,
-                                 run_plan)
-        computed = metrics.metrics_from_stats(stats, kind)
+        merged, kept = run_passes(session, images[start:start + step], passes, seed, save_passes,
+                                  run_plan)
+        computed = metrics.metrics_from_stats(merged, kind)
         finite = metrics.finite_rows(computed)
         if kept is not None:
             finite &= np.isfinite(kept.reshape(len(kept), -1)).all(axis=1)

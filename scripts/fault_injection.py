@@ -94,20 +94,21 @@ def trial(images: Path, work: Path, reference: Path, save_passes: bool, passes: 
     if killed:
         where = phase(out)
         phases[where] = phases.get(where, 0) + 1
-    resumes = 0
-    while True:
-        resumes += 1
-        done = subprocess.run(command(images, out, save_passes, passes, "--resume"),
-                              capture_output=True, text=True)
-        if done.returncode in (0, 3) or "already complete" in done.stderr:
-            break
-        if resumes > 3:
-            print(f"resume failed: {done.returncode} {done.stderr.strip()}", file=sys.stderr)
-            return killed, resumes, False
-    same = out.exists() and identical(reference, out)
-    shutil.rmtree(work)
-    work.mkdir()
-    return killed, resumes, same
+    try:
+        resumes = 0
+        while True:
+            resumes += 1
+            done = subprocess.run(command(images, out, save_passes, passes, "--resume"),
+                                  capture_output=True, text=True)
+            if done.returncode in (0, 3) or "already complete" in done.stderr:
+                break
+            if resumes > 3:
+                print(f"resume failed: {done.returncode} {done.stderr.strip()}", file=sys.stderr)
+                return killed, resumes, False
+        return killed, resumes, out.exists() and identical(reference, out)
+    finally:
+        shutil.rmtree(work)
+        work.mkdir()
 
 
 def main() -> int:
