@@ -16,7 +16,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 _PUBLIC = {
-    "score": "scorer.score", "ScoreOptions": "scorer.score", "ScoreSummary": "scorer.score",
+    "score": "scorer.scoring", "ScoreOptions": "scorer.scoring", "ScoreSummary": "scorer.scoring",
     "read_results": "scorer.reader", "read_arrays": "scorer.reader",
     "compare_results": "scorer.compare",
 }
@@ -24,7 +24,9 @@ _PUBLIC = {
 
 def __getattr__(name: str):
     if name in _PUBLIC:
-        return getattr(import_module(_PUBLIC[name]), name)
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'scorer' has no attribute {name!r}")
 
 

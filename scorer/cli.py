@@ -1,4 +1,4 @@
-"""``mcd-score``: a thin Click adapter over :mod:`scorer.score`, :mod:`scorer.compare` and friends.
+"""``mcd-score``: a thin Click adapter over :mod:`scorer.scoring`, :mod:`scorer.compare` and friends.
 
 ``mcd-score IMAGES OUT.h5 ...`` scores (the default command, also spelled ``mcd-score score``);
 ``compare``, ``table`` and ``report`` are subcommands.
@@ -125,7 +125,7 @@ def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
     """
     from scorer.inputs import read_file_list
     from scorer.progress import Reporter
-    from scorer.score import ScoreOptions, score
+    from scorer.scoring import ScoreOptions, score
 
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")

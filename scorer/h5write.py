@@ -127,8 +127,8 @@ class ResultsFile:
         for name, scale in scales.items():
             scale.make_scale(schema.class_dim(header.kind) if name == "class" else name)
         self.scales = scales
-        for spec in self.specs:
-            self._dataset(spec.name, spec)
+        # kept open: closing a dataset flushes (recompresses) its partly filled chunk
+        self.datasets = {spec.name: self._dataset(spec.name, spec) for spec in self.specs}
 
     def _dataset(self, name: str, spec: DatasetSpec) -> h5py.Dataset:
         header = self.header
@@ -153,7 +153,7 @@ class ResultsFile:
             values = columns[spec.name]
             if spec.dtype == schema.STRING:
                 values = np.array([display_text(v) for v in values], dtype=object)
-            self.file[spec.name][start:stop] = values
+            self.datasets[spec.name][start:stop] = values
         self._keep_raw_paths(columns["path"], start)
         self.written = stop
 
@@ -162,13 +162,13 @@ class ResultsFile:
                if display_text(p) != p}
         if not raw:
             return
-        if RAW_PATHS not in self.file:
-            self._dataset(RAW_PATHS, DatasetSpec(RAW_PATHS, schema.STRING, (IMAGE_DIM,),
-                                                 "exact bytes of paths that are not valid UTF-8, "
-                                                 "hex-encoded; empty for the others"))
-            self.file[RAW_PATHS][:] = np.array([""] * self.rows, dtype=object)
+        if RAW_PATHS not in self.datasets:
+            self.datasets[RAW_PATHS] = self._dataset(RAW_PATHS, DatasetSpec(
+                RAW_PATHS, schema.STRING, (IMAGE_DIM,),
+                "exact bytes of paths that are not valid UTF-8, hex-encoded; empty for the others"))
+            self.datasets[RAW_PATHS][:] = np.array([""] * self.rows, dtype=object)
         for i, text in raw.items():
-            self.file[RAW_PATHS][start + i] = text
+            self.datasets[RAW_PATHS][start + i] = text
 
     def close(self) -> None:
         if self.written != self.rows:

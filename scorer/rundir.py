@@ -36,8 +36,8 @@ from typing import Any
 
 from scorer import legacy, segments
 from scorer.errors import OutputError, OutputWriteError
-from scorer.h5write import FileHeader, write_results
-from scorer.isolate import ChildFailed, run_in_child
+from scorer.h5write import FileHeader
+from scorer.isolate import ChildFailed, run_module
 from scorer.segments import Segment, SegmentWriter
 
 JOB_FILE = "job.json"
@@ -230,8 +230,9 @@ class RunDir:
         header = FileHeader(**{**asdict(self.header), "attrs": {**self.header.attrs, **attrs}})
         temporary = self.path / "final.h5.tmp"
         try:
-            run_in_child(lambda: write_results(temporary, header, segments.iter_columns(parts),
-                                               segments.rows_in(parts)))
+            run_module("scorer.merge", {
+                "path": str(temporary), "header": asdict(header),
+                "segments": [(s.start, s.stop, str(s.path)) for s in parts]})
             segments.fsync_path(temporary)
             os.replace(temporary, self.out)
         except OSError as error:

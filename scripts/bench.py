@@ -82,7 +82,7 @@ def bench_model(
     from export.api import build as export_build
     from export.masks import mask_values_np
     from export.validate import mask_feeds, session
-    from scorer.score import Plan, ScoreOptions, plan, run_passes, score
+    from scorer.scoring import Plan, ScoreOptions, plan, run_passes, score
     from scorer.session import open_session
 
     model = build(name)
@@ -179,7 +179,7 @@ def peak_memory(model_path: Path, folder: Path, passes: int, work: Path) -> int:
     so a child of this (large) benchmark process would report the parent's peak.
     """
     code = (
-        "from pathlib import Path; from scorer.score import ScoreOptions, score; "
+        "from pathlib import Path; from scorer.scoring import ScoreOptions, score; "
         f"score(Path({str(folder)!r}), Path({str(work / 'mem.h5')!r}), Path({str(model_path)!r}), "
         f"ScoreOptions(passes={passes}, device='cpu', mode='overwrite')); "
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"

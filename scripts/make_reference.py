@@ -56,7 +56,7 @@ def build_model_and_images() -> None:
 
 
 def rescore() -> None:
-    from scorer.score import ScoreOptions, score
+    from scorer.scoring import ScoreOptions, score
 
     out = ROOT / "reference.h5"
     summary = score(ROOT / "images", out, ROOT / "model.onnx",

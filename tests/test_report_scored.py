@@ -22,7 +22,7 @@ REFERENCE = Path(__file__).parent / "data" / "regression" / "reference.h5"
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory) -> Path:
-    from scorer.score import ScoreOptions, score
+    from scorer.scoring import ScoreOptions, score
 
     model = exported_model(tmp_path_factory, "digits")
     root = tmp_path_factory.mktemp("report-scored") / "images"

@@ -124,11 +124,11 @@ def test_a_failed_finish_keeps_every_committed_row(tmp_path: Path, monkeypatch) 
     out = tmp_path / "out.h5"
     run = start_run(out, count=3)
 
-    def full(path, *args) -> None:
-        Path(path).write_bytes(b"half a file")
+    def full(module, payload) -> None:
+        Path(payload["path"]).write_bytes(b"half a file")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(rundir, "write_results", full)
+    monkeypatch.setattr(rundir, "run_module", full)
     with pytest.raises(OutputWriteError, match=f"cannot write {out}: No space left on device"):
         run.finish({})
     run.close()

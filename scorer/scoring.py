@@ -150,13 +150,13 @@ def score(
                     if progress is not None:
                         progress(writer.rows_done, len(refs), failed)
                 writer.flush()
+                run.finish({"end_time": now()})
             except KeyboardInterrupt:
                 writer.flush()
                 raise ScoreInterrupted(
                     f"interrupted after {writer.rows_done} of {len(refs)} images; the rows so "
                     f"far are kept in {parts_path(Path(out))}; run again with --resume to continue"
                 ) from None
-        run.finish({"end_time": now()})
     failures = count_failures(Path(out))
     return ScoreSummary(
         output=str(out), images=len(refs), scored=len(refs) - resumed,

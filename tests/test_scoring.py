@@ -1,4 +1,4 @@
-"""scorer.score end to end: an exported Keras model scoring real image files into HDF5."""
+"""scorer.scoring end to end: an exported Keras model scoring real image files into HDF5."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from scorer import metrics
 from scorer.cli import main
 from scorer.errors import OutputError, ScoreInterrupted, ScorerUsageError
 from scorer.rundir import parts_path
-from scorer.score import ScoreOptions, score
+from scorer.scoring import ScoreOptions, score
 
 PASSES = 20
 MAX_PIXELS = 1_000_000  # the photographs (<= 512x512) pass, the 1200x1200 "bomb" does not
