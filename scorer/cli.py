@@ -111,13 +111,30 @@ def main() -> None:
 @click.option("--commit-every", "commit_seconds", type=click.FloatRange(min=0, min_open=True),
               default=5.0, show_default=True, help="Seconds scored rows may wait in memory before "
               "they are committed to disk: at most what a kill -9 or power loss costs.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto", default=None,
+              metavar="[auto|local|ADDRESS]", help="Score on a Ray cluster: auto (the running "
+              "one, else a new local one), local (a new local one) or a cluster address.")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="With --ray: actors. [default: the cluster's CPUs / --ray-cpus-per-worker]")
+@click.option("--ray-cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="With --ray: CPUs per actor (its ONNX Runtime threads).")
+@click.option("--ray-gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --ray: GPUs per actor.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="With --ray: images per shard. [default: about 4 shards per worker, 64..4096]")
+@click.option("--consolidate", is_flag=True,
+              help="With --ray: copy the parts into one plain OUT (default: stitch them; the "
+                   "parts stay in OUT.parts/).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary (errors still shown).")
 @click.option("--json-summary", is_flag=True, help="Print the final summary as JSON on stdout.")
 def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
                   batch_size: int | None, device: str, save_passes: bool, overwrite: bool,
                   resume: bool, files_from, allow_outside: bool, workers: int | None,
                   max_memory_mb: int, max_pixels: int, max_file_mb: int, max_image_mb: int,
-                  no_draft: bool, commit_seconds: float, quiet: bool, json_summary: bool) -> None:
+                  no_draft: bool, commit_seconds: float, ray_address: str | None,
+                  ray_workers: int | None, ray_cpus_per_worker: float, ray_gpus_per_worker: float,
+                  shard_size: int | None, consolidate: bool, quiet: bool,
+                  json_summary: bool) -> None:
     """Score every image under IMAGES with MC dropout and write the uncertainty to OUT.h5.
 
     Images in sub-folders of IMAGES get the sub-folder's name as their label (IMAGES/cat/x.jpg
@@ -154,7 +171,15 @@ def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
 
     try:
         source = images if files_from is None else read_file_list(files_from, images, allow_outside)
-        summary = score(source, out, model, options, progress=reporter, on_start=announce)
+        if ray_address is None:
+            summary = score(source, out, model, options, progress=reporter, on_start=announce)
+        else:
+            from scorer.distributed.driver import RayOptions, score_on_ray
+
+            ray_options = RayOptions(ray_address, ray_workers, ray_cpus_per_worker,
+                                     ray_gpus_per_worker, shard_size, consolidate=consolidate)
+            summary = score_on_ray(source, out, model, options, ray_options, progress=reporter,
+                                   on_start=announce)
     except ScoreInterrupted as error:
         reporter.close()
         click.echo(f"mcd-score: {error}", err=True)

@@ -1,9 +1,13 @@
-"""``python -m scorer.merge``: write a finished results file from committed segments.
+"""``python -m scorer.merge``: write a finished results file, in a child process.
 
-Run by :func:`scorer.isolate.run_module` in a child process; reads a JSON payload on stdin
-(``path``, ``header``, ``segments``), writes the file, and exits 0, or 1 with the reason as the
-last line of stderr. It leaves with ``os._exit`` so that HDF5's exit handlers, which crash after a
-failed write, never run.
+Run by :func:`scorer.isolate.run_module`; reads a JSON payload on stdin and writes ``path``:
+
+- ``mode = "segments"``: from the committed segments of a local run (``segments``);
+- ``mode = "stitch"``: virtual datasets over the part files of a sharded run (``parts``);
+- ``mode = "consolidate"``: the part files' rows copied into one plain file (``parts``).
+
+Exits 0, or 1 with the reason as the last line of stderr. It leaves with ``os._exit`` so that
+HDF5's exit handlers, which crash after a failed write, never run.
 """
 
 from __future__ import annotations
@@ -12,26 +16,41 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+from scorer import schema
+from scorer.h5stitch import iter_part_rows, write_stitched
 from scorer.h5write import FileHeader, write_results
 from scorer.segments import Segment, iter_columns
 
 
+def write(payload: dict[str, Any]) -> None:
+    """Do the work a payload describes (see the module docstring)."""
+    fields = dict(payload["header"])
+    fields["class_names"] = tuple(fields["class_names"])
+    header, path = FileHeader(**fields), Path(payload["path"])
+    if payload["mode"] == "segments":
+        parts = [Segment(start, stop, Path(name)) for start, stop, name in payload["segments"]]
+        write_results(path, header, iter_columns(parts), parts[-1].stop if parts else 0)
+        return
+    parts = [(Path(name), int(rows)) for name, rows in payload["parts"]]
+    if payload["mode"] == "stitch":
+        write_stitched(path, header, parts, Path(payload["folder"]))
+    else:
+        names = [s.name for s in schema.dataset_specs(header.kind, header.save_passes,
+                                                       header.has_labels)]
+        write_results(path, header, iter_part_rows(parts, names), sum(r for _, r in parts))
+
+
 def main() -> None:
-    payload = json.load(sys.stdin)
-    header = payload["header"]
-    header["class_names"] = tuple(header["class_names"])
-    parts = [Segment(start, stop, Path(path)) for start, stop, path in payload["segments"]]
     try:
-        write_results(Path(payload["path"]), FileHeader(**header), iter_columns(parts),
-                      parts[-1].stop if parts else 0)
+        write(json.load(sys.stdin))
     except BaseException as error:  # reported to the parent, whatever it is
         reason = error.strerror if isinstance(error, OSError) and error.strerror else \
             f"{type(error).__name__}: {error}"
         sys.stderr.write(f"\n{reason}\n")
         sys.stderr.flush()
         os._exit(1)
-    sys.stdout.flush()
     os._exit(0)
 
 

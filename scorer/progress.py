@@ -31,7 +31,7 @@ class Reporter:
                 self.bar.__enter__()
                 self.bar.update(self.done)
             self.bar.update(done - self.done)
-        elif time.monotonic() - self.last_log >= self.every or done == total:
+        elif time.monotonic() - self.last_log >= self.every or (done == total != self.done):
             rate = (done - self.base) / max(time.monotonic() - self.started, 1e-9)
             click.echo(f"scored {done}/{total} images ({100 * done / max(total, 1):.1f}%), "
                        f"{failed} failed, {rate:.1f} images/s", err=True)

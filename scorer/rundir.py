@@ -28,13 +28,16 @@ import os
 import shutil
 import socket
 import stat
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scorer import legacy, segments
+import h5py
+
+from scorer import legacy, segments, sources
 from scorer.errors import OutputError, OutputWriteError
 from scorer.h5write import FileHeader
 from scorer.isolate import ChildFailed, run_module
@@ -84,6 +87,7 @@ class RunDir:
         self.path = parts_path(out)
         self.header = header
         self.identity = dict(identity)
+        self.job_id = uuid.uuid4().hex[:12]  # replaced by the stored one when resuming
         self._lock_fd: int | None = None
 
     @classmethod
@@ -169,7 +173,9 @@ class RunDir:
                 old.unlink()
         elif mode == "resume":
             if job.exists():
-                self._check_identity(_read_json(job))
+                stored = _read_json(job)
+                self._check_identity(stored)
+                self.job_id = stored.get("id", self.job_id)
             elif not old.exists() and self.out.exists():
                 raise OutputError(f"{self.out} is already complete; use --overwrite to score again")
         else:
@@ -182,16 +188,28 @@ class RunDir:
             old.unlink()
 
     def _clear(self) -> None:
+        """Remove everything but the lock and the part files the current OUT reads."""
+        keep = {LOCK_FILE, *self._referenced()}
         for entry in self.path.iterdir():
-            if entry.name == LOCK_FILE:
+            if entry.name in keep:
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
 
+    def _referenced(self) -> set[str]:
+        """Names in OUT.parts/ of the part files a stitched OUT reads (they must stay)."""
+        try:
+            with h5py.File(self.out, "r") as file:
+                files = sources.source_files(file, self.out)
+        except OSError:  # no OUT, or not HDF5: nothing to keep
+            return set()
+        return {f.name for f in files if f.parent.resolve() == self.path.resolve()}
+
     def _write_job(self) -> None:
-        data = {"format": JOB_FORMAT, "identity": self.identity, "header": asdict(self.header)}
+        data = {"format": JOB_FORMAT, "id": self.job_id, "identity": self.identity,
+                "header": asdict(self.header)}
         text = json.dumps(data, sort_keys=True, indent=1).encode()
         segments.atomic_write(self.path / JOB_FILE, lambda stream: stream.write(text))
 
@@ -220,19 +238,36 @@ class RunDir:
         folder.mkdir(exist_ok=True)
         return SegmentWriter(folder, segments.rows_in(self.committed(shard)), flush_seconds)
 
-    def finish(self, attrs: Mapping[str, Any]) -> Path:
-        """Merge the committed rows into ``OUT`` (atomically) and remove ``OUT.parts/``.
+    def part_path(self, shard: int) -> Path:
+        """The part file of ``shard`` in a sharded run (named after the job: a new job's parts
+        never overwrite the parts a stitched OUT reads)."""
+        return self.path / f"{self.job_id}-part-{shard:05d}.h5"
+
+    def finish(self, attrs: Mapping[str, Any], parts: list[tuple[Path, int]] | None = None,
+               consolidate: bool = True) -> Path:
+        """Write ``OUT`` (atomically) and remove what it does not need of ``OUT.parts/``.
+
+        Args:
+            attrs: Root attributes to add (e.g. ``end_time``).
+            parts: ``(part file, rows)`` of a sharded run, in row order; None for a local run,
+                whose committed segments are merged.
+            consolidate: With ``parts``: copy them into one plain file (and remove them), or
+                stitch them with virtual datasets (they stay in ``OUT.parts/``).
 
         Raises:
-            OutputWriteError: The merged file could not be written; the rows stay committed.
+            OutputWriteError: OUT could not be written; the committed rows and parts stay.
         """
-        parts = self.committed()
         header = FileHeader(**{**asdict(self.header), "attrs": {**self.header.attrs, **attrs}})
         temporary = self.path / "final.h5.tmp"
+        payload: dict[str, Any] = {"path": str(temporary), "header": asdict(header)}
+        if parts is None:
+            payload.update(mode="segments", segments=[(s.start, s.stop, str(s.path))
+                                                      for s in self.committed()])
+        else:
+            payload.update(mode="consolidate" if consolidate else "stitch", folder=str(self.out.parent),
+                           parts=[(str(path), rows) for path, rows in parts])
         try:
-            run_module("scorer.merge", {
-                "path": str(temporary), "header": asdict(header),
-                "segments": [(s.start, s.stop, str(s.path)) for s in parts]})
+            run_module("scorer.merge", payload)
             segments.fsync_path(temporary)
             os.replace(temporary, self.out)
         except OSError as error:
@@ -242,12 +277,21 @@ class RunDir:
                 error = OSError(errno.ENOSPC, f"No space left on device ({error.strerror})")
             raise segments.write_error(self.out, error) from error
         segments.fsync_path(self.out.parent, directory=True)
-        with contextlib.suppress(OSError):  # without job.json, what is left is garbage
+        self._clean_up()
+        return self.out
+
+    def _clean_up(self) -> None:
+        """After OUT's rename: drop job.json first (what is left is then garbage), then all but
+        the part files OUT reads."""
+        with contextlib.suppress(OSError):
             (self.path / JOB_FILE).unlink()
             segments.fsync_path(self.path, directory=True)
-            shutil.rmtree(self.path)
+            if self._referenced():
+                self._clear()
+                (self.path / LOCK_FILE).unlink()
+            else:
+                shutil.rmtree(self.path)
         self.close()
-        return self.out
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from scorer.h5write import FileHeader
 from scorer.inputs import DEFAULT_MAX_FILE_MB, ImageRef, discover, image_key, label_hint, read_file
 from scorer.passes import Plan, plan, score_batch
 from scorer.pipeline import DecodeSettings, default_workers, iter_batches
+from scorer.reader import open_results
 from scorer.rundir import RunDir, parts_path
 from scorer.schema import STATUS_OK
 from scorer.segments import FLUSH_SECONDS
@@ -110,10 +111,15 @@ class Started:
 
 
 def score(
-    images: Path | Sequence[ImageRef], out: Path, model: Path, options: ScoreOptions,
-    progress: Progress | None = None, on_start: Callable[[Started], None] | None = None,
+    images: Path | Sequence[ImageRef], out: Path, model: Path | ScoringSession,
+    options: ScoreOptions, progress: Progress | None = None,
+    on_start: Callable[[Started], None] | None = None, has_labels: bool | None = None,
 ) -> ScoreSummary:
     """Score ``images`` (a folder, or refs from :func:`scorer.inputs.read_file_list`) into ``out``.
+
+    ``model`` is the ``.onnx`` file, or a session already open (a worker scoring many shards
+    keeps one). ``has_labels`` overrides whether the file has a ``label`` dataset (by default:
+    when some image has a label), so that the parts of a sharded run all have the same datasets.
 
     Raises:
         ScorerUsageError: bad options, model, inputs or output (exit code 2).
@@ -125,10 +131,11 @@ def score(
     started = time.monotonic()
     refs = discover(images) if isinstance(images, Path) else list(images)
     notes = [hint] if isinstance(images, Path) and (hint := label_hint(refs, images)) else []
-    session = open_session(model, options.device, options.threads)
+    session = model if isinstance(model, ScoringSession) else open_session(
+        model, options.device, options.threads)
     run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
                     session.provider)
-    header = file_header(session, options, refs, images, run_plan)
+    header = file_header(session, options, refs, images, run_plan, has_labels)
     with RunDir.open(Path(out), header, run_identity(session, options, refs, run_plan),
                      options.mode) as run:
         writer = run.writer(flush_seconds=options.commit_seconds)
@@ -198,7 +205,8 @@ def run_identity(session: ScoringSession, options: ScoreOptions, refs: Sequence[
 
 
 def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[ImageRef],
-                images: Path | Sequence[ImageRef], run_plan: Plan) -> FileHeader:
+                images: Path | Sequence[ImageRef], run_plan: Plan,
+                has_labels: bool | None = None) -> FileHeader:
     meta = session.metadata
     attrs = {
         "model_sha256": session.model_sha256,
@@ -219,7 +227,8 @@ def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[I
         "start_time": now(),
     }
     return FileHeader(meta.output_kind, meta.num_outputs, options.passes, options.seed,
-                      options.save_passes, any(ref.label is not None for ref in refs),
+                      options.save_passes,
+                      any(ref.label is not None for ref in refs) if has_labels is None else has_labels,
                       tuple(meta.class_names or ()), attrs)
 
 
@@ -255,7 +264,7 @@ def check_resumed(run: RunDir, refs: Sequence[ImageRef], done: int, samples: int
 def count_failures(out: Path, rows_per_read: int = 65536) -> dict[str, int]:
     """Failure reasons and their counts in a finished file (read in slices, memory stays flat)."""
     counts: dict[str, int] = {}
-    with h5py.File(out, "r") as file:
+    with open_results(out) as file:
         status = file["status"].asstr()
         for start in range(0, status.shape[0], rows_per_read):
             for reason in status[start:start + rows_per_read]:

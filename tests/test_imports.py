@@ -1,4 +1,5 @@
-"""TensorFlow, Keras and tf2onnx are imported only where the exporter converts (export.convert).
+"""TensorFlow, Keras and tf2onnx are imported only where the exporter converts (export.convert),
+and Ray only when a ``--ray`` run starts.
 
 One subprocess imports every light module in turn and records what each one pulled in, so a
 module that imports TensorFlow (directly or not) is named; the same process runs both commands'
@@ -12,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("tensorflow", "keras", "tf2onnx")
+HEAVY = ("tensorflow", "keras", "tf2onnx", "ray")  # ray: only when a --ray run starts
 SCORER = ["scorer", "scorer.cli", "scorer.scoring", "scorer.session", "scorer.compare", "scorer.reader",
-          "scorer.merge", "scorer.isolate",
+          "scorer.merge", "scorer.isolate", "scorer.distributed.driver",
           "scorer.table", "scorer.rundir", "scorer.h5write", "scorer.pipeline", "scorer.metrics",
           "scorer.contract", "scorer.progress"]
 EXPORT_LIGHT = ["export", "export.errors", "export.cli", "export.hashing", "export.masks",

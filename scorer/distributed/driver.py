@@ -1,0 +1,251 @@
+"""``mcd-score IMAGES OUT.h5 --ray``: shards scored by Ray actors, stitched into one results file.
+
+The input list (discovery as in a local run: same order, same filters) is cut into shards
+(:mod:`scorer.distributed.shards`). Each shard becomes one part file in ``OUT.parts/``, written by
+:func:`scorer.scoring.score` in a Ray actor that keeps one ONNX Runtime session
+(:mod:`scorer.distributed.worker`), with the run's crash safety: rows are committed as they are
+scored. A worker that dies (SIGKILL, a lost node) is restarted by Ray and its shard is given out
+again; the new attempt resumes from the shard's committed rows, so the result is the same. A shard
+that fails more than ``retries`` times stops the run with an error naming it; everything done so
+far stays for ``--resume``, and nothing is dropped. The parts are then stitched into ``OUT`` with
+HDF5 virtual datasets (relative paths) or, with ``consolidate``, copied into one plain file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from scorer.distributed.shards import Shard, plan_shards, rows_committed, shard_rows
+from scorer.distributed.worker import ShardWorker, UnreadableShard
+from scorer.errors import ScoreInterrupted, ScorerError
+from scorer.inputs import ImageRef, discover, label_hint
+from scorer.passes import plan
+from scorer.rundir import RunDir, parts_path
+from scorer.scoring import (
+    Progress,
+    ScoreOptions,
+    ScoreSummary,
+    Started,
+    count_failures,
+    file_header,
+    interruptible,
+    now,
+    run_identity,
+)
+from scorer.session import open_session
+
+POLL_SECONDS = 1.0
+
+
+class ShardsFailed(ScorerError):
+    """Shards failed more often than allowed; the finished ones are kept for ``--resume``."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How to run on Ray.
+
+    Attributes:
+        address: ``"auto"`` (a running cluster: ``RAY_ADDRESS`` or the local one, else a new local
+            one), ``"local"`` (always a new local cluster) or a cluster address.
+        workers: Actors; default: the cluster's CPUs / ``cpus_per_worker`` (and GPUs).
+        cpus_per_worker: CPUs reserved per actor (its ONNX Runtime threads).
+        gpus_per_worker: GPUs per actor (0: CPU only).
+        shard_rows: Images per shard; default from the number of images and workers.
+        retries: Attempts per shard after the first, when its worker dies or it fails.
+        consolidate: Copy the parts into one plain OUT instead of stitching them.
+    """
+
+    address: str = "auto"
+    workers: int | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    shard_rows: int | None = None
+    retries: int = 3
+    consolidate: bool = False
+
+
+def score_on_ray(
+    images: Path | Sequence[ImageRef], out: Path, model: Path, options: ScoreOptions,
+    ray_options: RayOptions, progress: Progress | None = None,
+    on_start: Callable[[Started], None] | None = None,
+) -> ScoreSummary:
+    """Score ``images`` into ``out`` on a Ray cluster; same results as :func:`scorer.score`.
+
+    Raises:
+        ScorerUsageError: As a local run, and when workers cannot read the images.
+        ShardsFailed: Some shards failed beyond their retries (resumable).
+        ScoreInterrupted: Ctrl-C or SIGTERM; the Ray work is stopped, the output is resumable.
+    """
+    options.check()
+    started = time.monotonic()
+    refs = discover(images) if isinstance(images, Path) else list(images)
+    notes = [hint] if isinstance(images, Path) and (hint := label_hint(refs, images)) else []
+    session = open_session(Path(model), "cpu", 1)  # metadata, plan and hash: workers score
+    run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
+                    session.provider)
+    ray, owned = connect(ray_options.address)
+    try:
+        workers = worker_count(ray, ray_options)
+        rows = shard_rows(len(refs), workers, ray_options.shard_rows)
+        shards = plan_shards(len(refs), rows)
+        has_labels = any(ref.label is not None for ref in refs)
+        header = file_header(session, options, refs, images, run_plan, has_labels)
+        header = dataclasses.replace(header, attrs={**header.attrs, "ray": {
+            "workers": workers, "shard_rows": rows, "shards": len(shards),
+            "stitched": not ray_options.consolidate}})
+        identity = {**run_identity(session, options, refs, run_plan), "shard_rows": rows}
+        with RunDir.open(Path(out), header, identity, options.mode) as run:
+            parts = {s.index: run.part_path(s.index) for s in shards}
+            todo = [s for s in shards if not parts[s.index].exists()]
+            resumed = sum(len(s) for s in shards if s not in todo)
+            resumed += sum(rows_committed(parts[s.index]) for s in todo)
+            if on_start is not None:
+                where = (f"running on Ray: {workers} workers, {len(shards)} shards of up to {rows} "
+                         "images")
+                on_start(Started(dataclasses.replace(session, notice=where), run_plan, len(refs),
+                                 resumed, notes))
+            with interruptible():
+                try:
+                    scheduler = Scheduler(ray, ray_options, workers, model, options, refs, parts,
+                                          has_labels, progress)
+                    retried = scheduler.run(todo, sum(len(s) for s in shards if s not in todo))
+                    run.finish({"end_time": now()}, [(parts[s.index], len(s)) for s in shards],
+                               consolidate=ray_options.consolidate)
+                except KeyboardInterrupt:
+                    raise ScoreInterrupted(
+                        f"interrupted; the finished shards and the rows scored so far are kept "
+                        f"in {parts_path(Path(out))}; run again with --resume to continue"
+                    ) from None
+    finally:
+        if owned:
+            ray.shutdown()
+    failures = count_failures(Path(out))
+    return ScoreSummary(
+        output=str(out), images=len(refs), scored=len(refs) - resumed,
+        failed=sum(failures.values()), resumed=resumed,
+        seconds=round(time.monotonic() - started, 3), provider=f"Ray ({workers} workers)",
+        notice=f"running on Ray, {workers} workers, {len(shards)} shards of {rows} images",
+        batch_size=run_plan.batch_size, pass_chunk=run_plan.pass_chunk, failures=failures,
+        warnings=notes + ([f"{retried} shard attempts were retried"] if retried else []))
+
+
+def connect(address: str):
+    """Import Ray and connect; returns ``(ray, owned)``, ``owned`` when this call started Ray."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ScorerError("--ray needs Ray: pip install 'mcd-score[ray]'") from error
+    if ray.is_initialized():
+        return ray, False
+    kwargs = {"include_dashboard": False, "log_to_driver": False,
+              "logging_level": logging.ERROR, "configure_logging": True}
+    try:
+        if address == "local":
+            ray.init(address="local", **kwargs)
+        elif address == "auto":
+            ray.init(**kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ScorerError(f"cannot start or reach the Ray cluster {address!r}: {error}") from error
+    return ray, True
+
+
+def worker_count(ray, ray_options: RayOptions) -> int:
+    """Actors to start: as asked, else as many as the cluster's CPUs (and GPUs) allow."""
+    if ray_options.workers:
+        return ray_options.workers
+    resources = ray.cluster_resources()
+    count = int(resources.get("CPU", 1) // max(ray_options.cpus_per_worker, 1e-9))
+    if ray_options.gpus_per_worker:
+        count = min(count, int(resources.get("GPU", 0) // ray_options.gpus_per_worker))
+    return max(1, count)
+
+
+class Scheduler:
+    """Gives shards to actors, retries the shards of dead or failing workers, reports progress."""
+
+    def __init__(self, ray, ray_options: RayOptions, workers: int, model: Path,
+                 options: ScoreOptions, refs: Sequence[ImageRef], parts: dict[int, Path],
+                 has_labels: bool, progress: Progress | None) -> None:
+        self.ray, self.ray_options, self.refs, self.parts = ray, ray_options, refs, parts
+        self.has_labels, self.progress = has_labels, progress
+        threads = max(1, int(ray_options.cpus_per_worker))
+        decode = options.workers if options.workers is not None else 1
+        actor = ray.remote(num_cpus=ray_options.cpus_per_worker,
+                           num_gpus=ray_options.gpus_per_worker, max_restarts=-1)(ShardWorker)
+        worker_options = dataclasses.replace(options, workers=decode)
+        self.actors = [actor.remote(str(Path(model).absolute()), worker_options, threads)
+                       for _ in range(workers)]
+        self.done_rows = 0
+
+    def run(self, todo: list[Shard], finished_rows: int = 0) -> int:
+        """Score every shard of ``todo``; returns the number of retried attempts.
+
+        ``finished_rows``: rows of the shards finished before (for the progress figures).
+        """
+        ray = self.ray
+        queue, idle, running = deque(todo), list(self.actors), {}
+        attempts: Counter[int] = Counter()
+        failed: list[str] = []
+        self.done_rows = finished_rows
+        try:
+            while queue or running:
+                while queue and idle:
+                    shard, actor = queue.popleft(), idle.pop()
+                    ref = actor.score_shard.remote(list(self.refs[shard.start:shard.stop]),
+                                                   str(self.parts[shard.index]), self.has_labels)
+                    running[ref] = (actor, shard)
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+                for ref in ready:
+                    actor, shard = running.pop(ref)
+                    idle.append(actor)
+                    error = self._outcome(ref)
+                    if error is None:
+                        self.done_rows += len(shard)
+                    elif attempts[shard.index] < self.ray_options.retries:
+                        attempts[shard.index] += 1
+                        queue.appendleft(shard)
+                    else:
+                        failed.append(f"shard {shard.index} (images {shard.start}-{shard.stop - 1},"
+                                      f" first {self.refs[shard.start].path}): {error}")
+                self._report(running)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+        if failed:
+            raise ShardsFailed(f"{len(failed)} shards failed after {self.ray_options.retries} "
+                               f"retries; the others are kept, run again with --resume: "
+                               + "; ".join(failed))
+        return sum(attempts.values())
+
+    def _outcome(self, ref) -> str | None:
+        """None if the shard is done, else why it is not (a dead worker, or its error)."""
+        exceptions = self.ray.exceptions
+        try:
+            self.ray.get(ref)
+        except exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, UnreadableShard):
+                raise cause from None
+            return f"{type(cause).__name__ if cause else 'error'}: {cause or error}"
+        except (exceptions.RayActorError, exceptions.WorkerCrashedError) as error:
+            return f"its worker died ({type(error).__name__})"
+        return None
+
+    def _report(self, running: dict) -> None:
+        if self.progress is None:
+            return
+        busy = sum(min(len(shard), rows_committed(self.parts[shard.index]))
+                   for _, shard in running.values())
+        self.progress(min(len(self.refs), self.done_rows + busy), len(self.refs), 0)
+
+
+__all__ = ["RayOptions", "ShardsFailed", "score_on_ray"]
