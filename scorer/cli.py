@@ -121,7 +121,7 @@ def main() -> None:
 @click.option("--ray-gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="With --ray: GPUs per actor.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
-              help="With --ray: images per shard. [default: about 4 shards per worker, 64..4096]")
+              help="With --ray: images per shard. [default: about 4 shards per worker, 256..8192]")
 @click.option("--consolidate", is_flag=True,
               help="With --ray: copy the parts into one plain OUT (default: stitch them; the "
                    "parts stay in OUT.parts/).")

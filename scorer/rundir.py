@@ -37,7 +37,7 @@ from typing import Any
 
 import h5py
 
-from scorer import legacy, segments, sources
+from scorer import legacy, merge, segments, sources
 from scorer.errors import OutputError, OutputWriteError
 from scorer.h5write import FileHeader
 from scorer.isolate import ChildFailed, run_module
@@ -244,7 +244,7 @@ class RunDir:
         return self.path / f"{self.job_id}-part-{shard:05d}.h5"
 
     def finish(self, attrs: Mapping[str, Any], parts: list[tuple[Path, int]] | None = None,
-               consolidate: bool = True) -> Path:
+               consolidate: bool = True, in_child: bool = True) -> Path:
         """Write ``OUT`` (atomically) and remove what it does not need of ``OUT.parts/``.
 
         Args:
@@ -253,6 +253,8 @@ class RunDir:
                 whose committed segments are merged.
             consolidate: With ``parts``: copy them into one plain file (and remove them), or
                 stitch them with virtual datasets (they stay in ``OUT.parts/``).
+            in_child: Write in a child process (see :mod:`scorer.isolate`); False writes here,
+                for a Ray worker, which Ray replaces if a failed HDF5 write crashes it later.
 
         Raises:
             OutputWriteError: OUT could not be written; the committed rows and parts stay.
@@ -267,7 +269,10 @@ class RunDir:
             payload.update(mode="consolidate" if consolidate else "stitch", folder=str(self.out.parent),
                            parts=[(str(path), rows) for path, rows in parts])
         try:
-            run_module("scorer.merge", payload)
+            if in_child:
+                run_module("scorer.merge", payload)
+            else:
+                merge.write(payload)
             segments.fsync_path(temporary)
             os.replace(temporary, self.out)
         except OSError as error:

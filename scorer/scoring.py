@@ -58,6 +58,7 @@ class ScoreOptions:
     draft: bool = True
     threads: int | None = None
     commit_seconds: float = FLUSH_SECONDS
+    merge_in_child: bool = True  # False in Ray workers: see scorer.rundir.RunDir.finish
     command: str = ""
 
     def check(self) -> None:
@@ -157,7 +158,7 @@ def score(
                     if progress is not None:
                         progress(writer.rows_done, len(refs), failed)
                 writer.flush()
-                run.finish({"end_time": now()})
+                run.finish({"end_time": now()}, in_child=options.merge_in_child)
             except KeyboardInterrupt:
                 writer.flush()
                 raise ScoreInterrupted(

@@ -29,7 +29,8 @@ class ShardWorker:
     """
 
     def __init__(self, model: str, options: ScoreOptions, threads: int) -> None:
-        self.options = dataclasses.replace(options, mode="resume", threads=threads)
+        self.options = dataclasses.replace(options, mode="resume", threads=threads,
+                                           merge_in_child=False)
         self.session = open_session(Path(model), options.device, threads)
 
     def where(self) -> dict[str, object]:
