@@ -16,9 +16,9 @@ import pytest
 
 
 def _keras():
-    from export import convert  # sets TensorFlow's environment before importing it
+    from export.backend import keras  # sets TensorFlow's environment before importing it
 
-    return convert.keras
+    return keras
 
 
 def mnist_cnn():
@@ -244,9 +244,9 @@ class Exported:
         return tuple(self.metadata.input_shape[1:])
 
     def head(self):
-        from export import convert
+        from export.keras_model import find_head
 
-        return convert.find_head(self.keras_model, None)
+        return find_head(self.keras_model, None)
 
     def run(self, images: np.ndarray, seed: int = 0, start: int = 0, count: int = 4,
             outputs: list[str] | None = None) -> list[np.ndarray]:
