@@ -115,7 +115,7 @@ def build(model: keras.Model, options: ExportOptions, source_sha256: str = "",
     plan = inspect(model, options)
     graph = convert_sites(model, plan, options)
     final, trunk = make_final(graph, plan, options.trunk)
-    footprint = memory.estimate(final, plan.shape)
+    footprint = memory.estimate(final, graph.masked, plan.shape)
     metadata = make_metadata(plan, graph, options, trunk, footprint, source_sha256, source_name)
     onnx.helper.set_model_props(final, metadata.to_props())
     result = ExportResult(None, metadata, final, plan.warnings, [], notes(plan, graph))

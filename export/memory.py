@@ -30,7 +30,7 @@ KERAS_FACTOR = 1.5
 @dataclass(frozen=True)
 class Footprint:
     """Working memory in bytes per image (trunk) and per image and pass (stochastic part), and all
-    intermediate tensors of one image with one pass (``activations``)."""
+    intermediate tensors of the model for one image (``activations``, what Keras holds)."""
 
     per_image: int
     per_pass: int
@@ -85,8 +85,11 @@ def probe_tensors(
     return [dict(zip(names, sess.run(names, one), strict=True)) for one in feeds]
 
 
-def estimate(final: onnx.ModelProto, shape: tuple[int, ...]) -> Footprint:
-    """The :class:`Footprint` of the final graph (see module docstring)."""
+def estimate(final: onnx.ModelProto, masked: onnx.ModelProto,
+             shape: tuple[int, ...]) -> Footprint:
+    """The :class:`Footprint` of the final graph (see module docstring); ``activations`` come from
+    the converted graph ``masked`` (masks as inputs): the model's own tensors, without the mask
+    generator's."""
     feeds = {INPUT_IMAGES: np.zeros((1, *shape), np.float32), INPUT_SEED: np.array(0, np.int64),
              INPUT_PASS_START: np.array(0, np.int64), INPUT_PASS_COUNT: np.array(2, np.int64)}
     per_image, per_pass = [], []
@@ -97,7 +100,17 @@ def estimate(final: onnx.ModelProto, shape: tuple[int, ...]) -> Footprint:
             per_image.append(nbytes)
     top = PROBE_TOP_TENSORS
     return Footprint(sum(sorted(per_image)[-top:]), sum(sorted(per_pass)[-top:]),
-                     sum(per_image) + sum(per_pass))
+                     activations(masked, shape))
+
+
+def activations(masked: onnx.ModelProto, shape: tuple[int, ...]) -> int:
+    """Bytes of all intermediate tensors of ``masked`` for one image, masks all ones."""
+    feeds = {INPUT_IMAGES: np.zeros((1, *shape), np.float32)}
+    for info in masked.graph.input:
+        if info.name != INPUT_IMAGES:
+            dims = [d.dim_value for d in info.type.tensor_type.shape.dim]
+            feeds[info.name] = np.ones(dims, np.float32)
+    return sum(nbytes for rows, nbytes in tensor_sizes(masked, feeds) if rows == 1)
 
 
 def tensor_sizes(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
