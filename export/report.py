@@ -41,12 +41,14 @@ def site_report(
     share = 1.0 if trunk == "input" else cost.share_after(chosen)
     lines = [f"{len(sampled)} of {len(sites)} dropout layers sampled; {_percent(share)} of the "
              f"network runs once per pass, {_percent(1 - share)} once per image (trunk {trunk})"]
-    for k, site in enumerate(sites):
+    after = [cost.share_after(site_sources(k)) for k in range(len(sites))]
+    for k in sorted(range(len(sites)), key=lambda k: -after[k]):  # from the input to the output
+        site = sites[k]
         mark = "sampled" if k in sampled else "off    "
         path = " drop path" if site.drop_path else ""
         lines.append(f"  {mark} {site.path or site.name} ({site.layer_class or site.kind}{path}) "
                      f"rate {site.rate:g}, mask {tuple(site.mask_shape)}: "
-                     f"{_percent(cost.share_after(site_sources(k)))} of the network after it")
+                     f"{_percent(after[k])} of the network after it")
     if cost.unknown:
         lines.append(f"  (shares approximate: {cost.unknown} nodes of unknown shape not counted)")
     hint = _hint(sites, sampled, cost, share) if trunk == "cached" else None

@@ -116,14 +116,18 @@ def unreproducible_layers(model: keras.Model) -> list[str]:
         if type(layer).__name__ in NOISE_LAYERS:
             found.append(f"{layer.name} ({type(layer).__name__}: additive noise)")
             continue
-        inner_rates = {round(site_rate(sub), 9) for sub in layer._flatten_layers(include_self=False)
-                       if site_kind(sub) is not None}
         for attribute in DROPOUT_ATTRIBUTES:
             value = getattr(layer, attribute, 0)
-            if isinstance(value, (int, float)) and value > 0 and round(value, 9) not in inner_rates:
+            if isinstance(value, (int, float)) and value > 0 and not _has_site_with_rate(layer, value):
                 found.append(f"{layer.name} ({type(layer).__name__}.{attribute}={value})")
                 reported_cells.add(id(getattr(layer, "cell", None)))
     return found
+
+
+def _has_site_with_rate(layer, rate: float) -> bool:
+    """Whether one of ``layer``'s sub-layers is a dropout layer with this rate (it applies it)."""
+    return any(site_kind(sub) is not None and abs(site_rate(sub) - rate) < 1e-9
+               for sub in layer._flatten_layers(include_self=False))
 
 
 @contextlib.contextmanager

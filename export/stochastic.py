@@ -20,6 +20,8 @@ tensor), so neither a tiled copy of ``x`` nor a mask expanded over the batch is 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -57,6 +59,16 @@ def find_frontier(graph: onnx.GraphProto, masks: set[str], trunk: str) -> list[s
     return frontier
 
 
+@dataclass(frozen=True)
+class PassTensors:
+    """Tensors every site's mask is built from."""
+
+    batch_1d: str  # int64 [1]: N
+    passes_1d: str  # int64 [1]: T
+    pass_index: str  # uint32 [T]: pass_start .. pass_start + T - 1
+    seed_key: str  # the seed's key for the mask generator
+
+
 def make_stochastic(
     masked: onnx.ModelProto, sites: list[DropoutSite], trunk: str = "cached",
     ranks: dict[str, int] | None = None,
@@ -72,64 +84,27 @@ def make_stochastic(
     model = copy_model(masked)
     graph = model.graph
     names = mask_input_names(sites)
-    present = {i.name for i in graph.input}
-    missing = [n for n in names if n not in present]
-    if missing:
-        raise ValueError(f"the converted graph lacks mask inputs {missing}")
-    if len(graph.output) != 1:
-        raise ValueError(f"expected one graph output, found {len(graph.output)}")
-    output = graph.output[0].name
     frontier = find_frontier(graph, set(names), trunk)
     ranks = dict(ranks or {})
     ranks.update({k: v for k, v in _inferred_ranks(masked).items() if k not in ranks})
-
-    kept = [i for i in graph.input if i.name not in names]
-    del graph.input[:]
-    graph.input.extend(kept)
-    for name in (INPUT_SEED, INPUT_PASS_START, INPUT_PASS_COUNT):
-        graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, []))
-    del graph.value_info[:]
-    del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, None))
+    _replace_interface(graph, names)
 
     original_nodes = list(graph.node)
     b = GraphBuilder(graph, "mcd")
     hashes = HashOps(b)
-    batch_1d = b.op("Slice", b.op("Shape", INPUT_IMAGES), b.const([0], np.int64),
-                    b.const([1], np.int64), hint="batch")
-    passes_1d = b.op_to(PASSES_1D, "Reshape", INPUT_PASS_COUNT, b.const([1], np.int64))
-    pass_end = b.op("Add", INPUT_PASS_START, INPUT_PASS_COUNT)
-    pass_index = b.op("Cast", b.op("Range", INPUT_PASS_START, pass_end, b.const(1, np.int64)),
-                      to=TensorProto.UINT32, hint="pass_index")
-    seed_key = hashes.seed_key(INPUT_SEED)
-
+    tensors = _pass_tensors(b, hashes)
     sources = set(names) | ({INPUT_IMAGES} if trunk == "input" else set())
     stochastic_tensors, node_ids = dependents(graph, sources)
     stochastic_nodes = set(node_ids)
     fused = _broadcast_muls(graph, sites, set(frontier), stochastic_tensors)
     fused_nodes = {i for i, _, _ in fused.values()}
-    needs_tile = [name for name in frontier if any(
-        name in consumed(node) for i, node in enumerate(original_nodes)
-        if i in stochastic_nodes and i not in fused_nodes)]
-    rewired = _tile_frontier(graph, b, needs_tile, ranks, passes_1d)
-    for k, site in enumerate(sites):
-        key = hashes.site_key(seed_key, k)
-        mul, add = build_mask_values(b, hashes, site, key, pass_index)
-        if k in fused:
-            i, data, untiled = fused[k]
-            _add_broadcast_mul(b, graph.node[i], data, mul, untiled, passes_1d)
-        else:
-            expand_shape = b.op("Concat", batch_1d, passes_1d,
-                                b.const(list(site.mask_shape), np.int64), axis=0)
-            flat_shape = b.const([-1, *site.mask_shape], np.int64)
-            for value, target in ((mul, MUL_INPUT.format(k)), (add, ADD_INPUT.format(k))):
-                if value is None:
-                    continue
-                unsqueezed = b.op("Unsqueeze", value, b.const([0], np.int64))
-                b.op_to(target, "Reshape", b.op("Expand", unsqueezed, expand_shape), flat_shape)
-    for i, node in enumerate(original_nodes):
-        if i in stochastic_nodes and i not in fused_nodes:
-            rename_consumed(node, rewired)
+    rerun = [node for i, node in enumerate(original_nodes)
+             if i in stochastic_nodes and i not in fused_nodes]
+    needs_tile = [name for name in frontier if any(name in consumed(node) for node in rerun)]
+    rewired = _tile_frontier(graph, b, needs_tile, ranks, tensors.passes_1d)
+    _add_masks(b, hashes, graph, sites, fused, tensors)
+    for node in rerun:
+        rename_consumed(node, rewired)
     for i in sorted(fused_nodes, reverse=True):
         del graph.node[i]
     b.flush()
@@ -138,6 +113,55 @@ def make_stochastic(
     changes += [f"tiled {name} over the passes" for name in needs_tile]
     changes += [f"site {k}: mask broadcast over the passes in place" for k in sorted(fused)]
     return Rewrite(model, changes)
+
+
+def _replace_interface(graph: onnx.GraphProto, mask_names: list[str]) -> None:
+    """Mask inputs out, ``seed``/``pass_start``/``pass_count`` in; the output keeps its name."""
+    present = {i.name for i in graph.input}
+    missing = [n for n in mask_names if n not in present]
+    if missing:
+        raise ValueError(f"the converted graph lacks mask inputs {missing}")
+    if len(graph.output) != 1:
+        raise ValueError(f"expected one graph output, found {len(graph.output)}")
+    output = graph.output[0].name
+    kept = [i for i in graph.input if i.name not in mask_names]
+    del graph.input[:]
+    graph.input.extend(kept)
+    for name in (INPUT_SEED, INPUT_PASS_START, INPUT_PASS_COUNT):
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, []))
+    del graph.value_info[:]
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, None))
+
+
+def _pass_tensors(b: GraphBuilder, hashes: HashOps) -> PassTensors:
+    batch_1d = b.op("Slice", b.op("Shape", INPUT_IMAGES), b.const([0], np.int64),
+                    b.const([1], np.int64), hint="batch")
+    passes_1d = b.op_to(PASSES_1D, "Reshape", INPUT_PASS_COUNT, b.const([1], np.int64))
+    pass_end = b.op("Add", INPUT_PASS_START, INPUT_PASS_COUNT)
+    pass_index = b.op("Cast", b.op("Range", INPUT_PASS_START, pass_end, b.const(1, np.int64)),
+                      to=TensorProto.UINT32, hint="pass_index")
+    return PassTensors(batch_1d, passes_1d, pass_index, hashes.seed_key(INPUT_SEED))
+
+
+def _add_masks(b: GraphBuilder, hashes: HashOps, graph: onnx.GraphProto, sites: list[DropoutSite],
+               fused: dict[int, tuple[int, str, bool]], tensors: PassTensors) -> None:
+    """Each site's ``[T, ...]`` mask: multiplied in place (fused), or expanded to ``[N*T, ...]``
+    under the mask input's name."""
+    for k, site in enumerate(sites):
+        key = hashes.site_key(tensors.seed_key, k)
+        mul, add = build_mask_values(b, hashes, site, key, tensors.pass_index)
+        if k in fused:
+            i, data, untiled = fused[k]
+            _add_broadcast_mul(b, graph.node[i], data, mul, untiled, tensors.passes_1d)
+            continue
+        expand_shape = b.op("Concat", tensors.batch_1d, tensors.passes_1d,
+                            b.const(list(site.mask_shape), np.int64), axis=0)
+        flat_shape = b.const([-1, *site.mask_shape], np.int64)
+        for value, target in ((mul, MUL_INPUT.format(k)), (add, ADD_INPUT.format(k))):
+            if value is not None:
+                unsqueezed = b.op("Unsqueeze", value, b.const([0], np.int64))
+                b.op_to(target, "Reshape", b.op("Expand", unsqueezed, expand_shape), flat_shape)
 
 
 def _broadcast_muls(
