@@ -16,8 +16,9 @@ and for the layers of ``keras.applications``:
   converts to ``Conv`` with ``group``.
 - Tensors captured by value (``Normalization``'s mean and variance) become graph inputs; they are
   bound as constants (:mod:`export.captures`). ``Erfc`` (exact gelu) becomes ``1 - Erf``
-  (:mod:`export.erfc`). Any op still without an ONNX schema is reported by layer
-  (:mod:`export.unsupported`).
+  (:mod:`export.erfc`). Zero padding before max pooling is built with ``Concat`` so that ONNX
+  Runtime cannot fold it into the pooling's -inf padding (:mod:`export.pad_pool`). Any op still
+  without an ONNX schema is reported by layer (:mod:`export.unsupported`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import onnx
 
-from export import captures, erfc, unsupported
+from export import captures, erfc, pad_pool, unsupported
 from export.backend import keras, tf, versions
 from export.convert_names import ADD_INPUT, MUL_INPUT
 from export.errors import ExportError
@@ -71,6 +72,7 @@ def convert_masked(
         proto = _to_onnx(concrete)
     proto = captures.bind(proto, captured_values(concrete, len(specs))).model
     proto = erfc.rewrite(proto).model
+    proto = pad_pool.rewrite(proto).model
     unsupported.check(proto, {p.layer.name: type(p.layer).__name__ for p in placed_layers(model)})
     return proto
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.graph import Rewrite, copy_model, subgraphs
+from export.graph import Rewrite, copy_model, subgraphs, tensor_dtype
 
 ONE = "mcd_erfc/one_{}"
 
@@ -36,7 +36,7 @@ def _rewrite_graph(graph: onnx.GraphProto, top: onnx.GraphProto, ones: dict[int,
         if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
             nodes.append(node)
             continue
-        dtype = _input_dtype(top, node.input[0])
+        dtype = tensor_dtype(top, node.input[0])
         if dtype not in ones:
             ones[dtype] = ONE.format(len(ones))
             value = np.ones((), onnx.helper.tensor_dtype_to_np_dtype(dtype))
@@ -48,14 +48,6 @@ def _rewrite_graph(graph: onnx.GraphProto, top: onnx.GraphProto, ones: dict[int,
         changes.append(f"{node.name}: Erfc -> 1 - Erf")
     del graph.node[:]
     graph.node.extend(nodes)
-
-
-def _input_dtype(top: onnx.GraphProto, name: str) -> int:
-    """The element type of tensor ``name`` (float32 when shape inference cannot tell)."""
-    for info in [*top.value_info, *top.input, *top.output]:
-        if info.name == name and info.type.tensor_type.elem_type:
-            return info.type.tensor_type.elem_type
-    return onnx.TensorProto.FLOAT
 
 
 __all__ = ["rewrite"]

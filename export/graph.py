@@ -108,5 +108,16 @@ def dependents(graph: onnx.GraphProto, sources: set[str]) -> tuple[set[str], lis
     return reached, nodes
 
 
+def tensor_dtype(graph: onnx.GraphProto, name: str) -> int:
+    """The element type of tensor ``name`` from the graph's declared types (float32 if unknown)."""
+    for info in [*graph.value_info, *graph.input, *graph.output]:
+        if info.name == name and info.type.tensor_type.elem_type:
+            return info.type.tensor_type.elem_type
+    for init in graph.initializer:
+        if init.name == name:
+            return init.data_type
+    return onnx.TensorProto.FLOAT
+
+
 __all__ = ["Rewrite", "consumed", "copy_model", "dependents", "outer_reads", "rename_consumed",
-           "subgraphs", "walk"]
+           "subgraphs", "tensor_dtype", "walk"]

@@ -160,3 +160,44 @@ def test_work_estimate_counts_multiply_adds():
     conv, mul, reshape, matmul = 8 * 8 * 8 * 27, 512, 512, 10 * 512
     assert work.costs == [conv, mul, reshape, matmul] and work.unknown == 0
     assert work.share_after({"mcd_mul_0"}) == pytest.approx((mul + reshape + matmul) / work.total)
+
+
+def pad_then_max_pool(pads: list[int], kernel: int, readers: int = 1) -> onnx.ModelProto:
+    """``MaxPool(Pad(x, pads), kernel, stride 1)`` (NCHW), the Pad output read ``readers`` times."""
+    pads_init = numpy_helper.from_array(np.array(pads, np.int64), "pads")
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["padded"], name="zero_padding/Pad"),
+             helper.make_node("MaxPool", ["padded"], ["pooled"], kernel_shape=[kernel, kernel])]
+    outputs = [tensor("pooled", None)]
+    if readers == 2:
+        nodes.append(helper.make_node("Neg", ["padded"], ["negated"]))
+        outputs.append(tensor("negated", None))
+    return model_of(nodes, [tensor("x", ["N", 2, 5, 6])], outputs, [pads_init])
+
+
+def numpy_max_pool(x: np.ndarray, pads: list[int], kernel: int) -> np.ndarray:
+    widths = [(pads[i], pads[i + 4]) for i in range(4)]
+    padded = np.pad(x, widths)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))
+    return windows.max(axis=(-2, -1))
+
+
+@pytest.mark.parametrize("pads, kernel", [([0, 0, 1, 1, 0, 0, 1, 1], 3), ([0, 0, 2, 0, 0, 0, 1, 3], 2)])
+def test_zero_pad_before_max_pool_survives_onnx_runtime(pads, kernel):
+    """ONNX Runtime folds Pad into MaxPool's -inf padding; the rewrite keeps the zeros."""
+    from export import pad_pool
+
+    x = -np.random.default_rng(0).random((2, 2, 5, 6)).astype(np.float32)  # all negative
+    want = numpy_max_pool(x, pads, kernel)
+    original = pad_then_max_pool(pads, kernel)
+    if kernel == 3:  # pads smaller than the kernel: the fused graph loads but is wrong
+        assert not np.allclose(session(original).run(["pooled"], {"x": x})[0], want)
+    rewrite = pad_pool.rewrite(original)
+    assert rewrite.changes and "Pad" not in {n.op_type for n in rewrite.model.graph.node}
+    assert "pads" not in {i.name for i in rewrite.model.graph.initializer}
+    np.testing.assert_array_equal(session(rewrite.model).run(["pooled"], {"x": x})[0], want)
+
+
+def test_pad_read_elsewhere_is_left_alone():
+    from export import pad_pool
+
+    assert pad_pool.rewrite(pad_then_max_pool([0, 0, 1, 1, 0, 0, 1, 1], 3, readers=2)).changes == []

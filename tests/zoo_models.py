@@ -115,6 +115,7 @@ ZOO: dict[str, ZooModel] = {
     "mobilenet_v3_small": ZooModel(lambda: application("MobileNetV3Small", 255.0),
                                    preprocessing_origin="model"),
     "resnet50": ZooModel(lambda: application("ResNet50")),
+    "resnet50_v2": ZooModel(lambda: application("ResNet50V2")),  # zero padding before max pooling
     "densenet121": ZooModel(lambda: application("DenseNet121")),
     "vit_block": ZooModel(vit_block),
     "multilabel_cnn": ZooModel(multilabel_cnn, output_kind="multilabel"),
