@@ -12,7 +12,7 @@ import pytest
 LIGHT_MODULES = ["export", "scorer.contract", "export.errors", "export.cli", "export.hashing",
                  "export.masks", "export.reduce", "export.stochastic", "export.builder",
                  "export.graph", "export.captures", "export.erfc", "export.unsupported",
-                 "export.prune", "export.cost", "export.report", "export.memory"]
+                 "export.prune", "export.cost", "export.report", "export.memory", "export.pad_pool"]
 
 
 @pytest.mark.parametrize("module", LIGHT_MODULES)
