@@ -165,6 +165,7 @@ class ProbedSite:
     placed: PlacedLayer
     site: DropoutSite | None
     calls: int
+    problem: str | None = None  # why the layer cannot be a site
 
 
 def probe_sites(model: keras.Model, shape: tuple[int, ...], candidates: list[PlacedLayer]
@@ -172,19 +173,32 @@ def probe_sites(model: keras.Model, shape: tuple[int, ...], candidates: list[Pla
     """Run the model once to resolve each candidate's mask shape and count its calls."""
     layers = [placed.layer for placed in candidates]
     shapes: dict[int, tuple[int, ...]] = {}
+    problems: dict[int, str] = {}
     calls = [0] * len(layers)
 
     def make_call(index, layer):
         def call(inputs, training=None):
-            shapes.setdefault(index, mask_shape(layer, inputs))
             calls[index] += 1
+            if hasattr(inputs, "shape"):
+                shapes.setdefault(index, mask_shape(layer, inputs))
+            else:
+                problems[index] = _not_one_tensor(layer, inputs)
             return inputs
         return call
 
     with patched_sites(layers, make_call):
         run_keras(lambda: model(np.zeros((1, *shape), np.float32), training=False))
-    return [ProbedSite(p, _site(p, shapes[i]) if i in shapes else None, calls[i])
-            for i, p in enumerate(candidates)]
+    return [ProbedSite(p, _site(p, shapes[i]) if i in shapes and i not in problems else None,
+                       calls[i], problems.get(i)) for i, p in enumerate(candidates)]
+
+
+def _not_one_tensor(layer, inputs) -> str:
+    count = len(inputs) if isinstance(inputs, (list, tuple, dict)) else "several"
+    return (f"dropout layer {layer.name!r} ({type(layer).__name__}) is called on "
+            f"{type(inputs).__name__} of {count} tensors; mcd-export samples layers called on one "
+            "tensor (Keras' Dropout family, keras.applications' StochasticDepth). Leave it out with "
+            "--mc-layers, or rebuild the model with a Dropout(noise_shape=(None, 1, 1, 1)) on the "
+            "residual branch")
 
 
 def _site(placed: PlacedLayer, shape: tuple[int, ...]) -> DropoutSite:
@@ -195,7 +209,11 @@ def _site(placed: PlacedLayer, shape: tuple[int, ...]) -> DropoutSite:
 
 
 def check_probed(chosen: list[ProbedSite]) -> None:
-    """Raise if a chosen site is never called or called more than once per forward pass."""
+    """Raise if a chosen site cannot be sampled, is never called or is called more than once per
+    forward pass."""
+    problems = [p.problem for p in chosen if p.problem]
+    if problems:
+        raise UnsupportedModelError("; ".join(problems))
     missing = [p.placed.path for p in chosen if p.site is None]
     if missing:
         raise UnsupportedModelError(

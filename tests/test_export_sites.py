@@ -229,3 +229,29 @@ def test_gaussian_noise_is_still_reported_and_strict_refuses_it():
     assert any("noise (GaussianNoise" in w for w in build(model, FAST).warnings)
     with pytest.raises(UnsupportedModelError, match="noise"):
         build(model, ExportOptions(strict=True))
+
+
+def test_drop_path_layer_on_a_list_of_tensors_is_a_clear_error():
+    """A StochasticDepth that takes [shortcut, residual] (keras_cv's) cannot be masked as one tensor."""
+    from export.errors import UnsupportedModelError
+
+    k = keras()
+    L = k.layers
+
+    class StochasticDepth(L.Layer):
+        def __init__(self, rate, **kwargs):
+            super().__init__(**kwargs)
+            self.rate = rate
+
+        def call(self, inputs, training=None):
+            shortcut, residual = inputs
+            return shortcut + residual
+
+    inputs = k.Input((16,))
+    x = L.Dense(8)(inputs)
+    x = StochasticDepth(0.2, name="two_input_drop_path")([x, L.Dense(8)(x)])
+    model = k.Model(inputs, L.Dense(3, activation="softmax")(L.Dropout(0.3)(x)))
+    with pytest.raises(UnsupportedModelError, match="'two_input_drop_path' .* list of 2 tensors"):
+        build(model, FAST)
+    result = build(model, ExportOptions(mc_layers=("dropout*",), validation_passes=50))
+    assert [s.layer_class for s in result.metadata.dropout_sites] == ["Dropout"]
