@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,11 +79,13 @@ class Plan:
 
 @dataclass
 class Graph:
-    """The converted graph with only the sampled sites as inputs, and the site report."""
+    """The converted graph with only the sampled sites as inputs, and what the report needs."""
 
     masked: onnx.ModelProto
     sites: list[DropoutSite]
-    report: SiteReport
+    all_sites: list[DropoutSite]  # every convertible site, numbered as converted
+    kept: list[int]  # indices into all_sites of the sampled sites
+    work: cost.GraphCost  # of the graph with every site's mask as an input
 
 
 def export_file(source: Path, destination: Path, options: ExportOptions) -> ExportResult:
@@ -115,10 +117,13 @@ def build(model: keras.Model, options: ExportOptions, source_sha256: str = "",
     plan = inspect(model, options)
     graph = convert_sites(model, plan, options)
     final, trunk = make_final(graph, plan, options.trunk)
+    report = site_report(graph.all_sites, graph.kept, graph.work, trunk)
     footprint = memory.estimate(final, graph.masked, plan.shape)
-    metadata = make_metadata(plan, graph, options, trunk, footprint, source_sha256, source_name)
+    metadata = make_metadata(plan, graph, options, trunk, footprint, report)
+    metadata = replace(metadata, source_sha256=source_sha256, source_name=source_name)
+    metadata.check()
     onnx.helper.set_model_props(final, metadata.to_props())
-    result = ExportResult(None, metadata, final, plan.warnings, [], notes(plan, graph))
+    result = ExportResult(None, metadata, final, plan.warnings, [], notes(plan, report))
     if options.validate:
         result.report = run_validation(model, plan, graph, final, footprint, options)
     return result
@@ -173,9 +178,9 @@ def convert_sites(model: keras.Model, plan: Plan, options: ExportOptions) -> Gra
     if ignored:
         plan.warnings.append(f"dropout layers not on the path to output {plan.head.name!r} are "
                              f"ignored: {', '.join(ignored)}")
-    report = site_report(all_sites, keep, cost.graph_cost(masked), options.trunk)
+    work = cost.graph_cost(masked)
     masked = prune.keep_sites(masked, len(all_sites), keep).model
-    return Graph(masked, [all_sites[k] for k in keep], report)
+    return Graph(masked, [all_sites[k] for k in keep], all_sites, keep, work)
 
 
 def make_final(graph: Graph, plan: Plan, trunk: str) -> tuple[onnx.ModelProto, str]:
@@ -199,29 +204,27 @@ def make_final(graph: Graph, plan: Plan, trunk: str) -> tuple[onnx.ModelProto, s
 
 
 def make_metadata(plan: Plan, graph: Graph, options: ExportOptions, trunk: str,
-                  footprint: memory.Footprint, source_sha256: str, source_name: str
-                  ) -> ModelMetadata:
+                  footprint: memory.Footprint, report: SiteReport) -> ModelMetadata:
+    """The file's metadata (without the source file's name and hash)."""
     kind, classes = reduce.output_kind(plan.head.activation, plan.head.width)
-    metadata = ModelMetadata(
+    return ModelMetadata(
         input_shape=(None, *plan.shape), layout=plan.choice.layout,
         preprocessing=plan.choice.preprocessing, output_kind=kind, head=plan.head.activation,
         num_outputs=classes, dropout_sites=tuple(graph.sites), class_names=options.class_names,
-        source_sha256=source_sha256, source_name=source_name, versions=versions(),
+        versions=versions(),
         opset=convert.OPSET, ir_version=IR_VERSION, trunk=trunk,
         bytes_per_image=footprint.per_image, bytes_per_image_pass=footprint.per_pass,
         preprocessing_origin=plan.choice.origin, built_in_preprocessing=plan.choice.built_in,
         mc_layers=options.mc_layers,
-        per_pass_share=1.0 if trunk == "input" else round(graph.report.per_pass_share, 4),
+        per_pass_share=round(report.per_pass_share, 4),
     )
-    metadata.check()
-    return metadata
 
 
-def notes(plan: Plan, graph: Graph) -> list[str]:
+def notes(plan: Plan, report: SiteReport) -> list[str]:
     """The report lines that are not validation: preprocessing, sites and hints."""
-    lines = [f"preprocessing: {plan.choice.note()}", *graph.report.lines]
-    if graph.report.hint:
-        lines.append(f"hint: {graph.report.hint}")
+    lines = [f"preprocessing: {plan.choice.note()}", *report.lines]
+    if report.hint:
+        lines.append(f"hint: {report.hint}")
     return lines
 
 

@@ -255,3 +255,12 @@ def test_drop_path_layer_on_a_list_of_tensors_is_a_clear_error():
         build(model, FAST)
     result = build(model, ExportOptions(mc_layers=("dropout*",), validation_passes=50))
     assert [s.layer_class for s in result.metadata.dropout_sites] == ["Dropout"]
+
+
+def test_report_and_metadata_follow_the_trunk_mode():
+    model = three_dropout_mlp()
+    cached = build(model, ExportOptions(validate=False))
+    naive = build(model, ExportOptions(trunk="input", validate=False))
+    assert 0 < cached.metadata.per_pass_share < 1 and naive.metadata.per_pass_share == 1.0
+    assert "runs once per pass" in cached.notes[1] and cached.notes[1].endswith("(trunk cached)")
+    assert naive.notes[1].startswith("3 of 3 dropout layers sampled; 100.0% of the network runs once")
