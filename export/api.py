@@ -1,50 +1,56 @@
 """Library entry point: Keras model file -> validated, self-contained MC dropout ONNX file.
 
-load -> inspect -> convert (masks as inputs) -> validate conversion -> generate masks in-graph
-(trunk caching) -> add per-pass output and statistics -> stamp metadata -> validate -> save atomically.
+inspect (input, head, preprocessing, sites) -> convert every candidate site's mask as an input ->
+report the sites -> keep the sampled sites -> generate masks in-graph (trunk caching) -> add the
+per-pass output and statistics -> estimate memory -> stamp metadata -> validate -> save atomically.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from export import convert, prune, reduce, stochastic, validate
+from export import convert, cost, memory, preprocessing, prune, reduce, sites, stochastic, validate
+from export.backend import keras, versions
 from export.errors import ExportUsageError, UnsupportedModelError
+from export.keras_model import Head, find_head, single_input_shape
+from export.loading import load_model
+from export.report import SiteReport, site_report
 from export.validate import ATOL as DEFAULT_TOLERANCE
-from scorer.contract import ModelMetadata, Preprocessing
+from scorer.contract import DropoutSite, ModelMetadata
 
 IR_VERSION = 8  # onnxruntime 1.31 reads IR <= 13; opset 17 needs IR >= 8
-PROBE_TOP_TENSORS = 4
+VALIDATION_IMAGES = 4
 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """Options of :func:`export_model`; ``None`` means "derive from the model"."""
+    """Options of :func:`build`; ``None`` means "derive from the model"."""
 
     unsafe: bool = False
     strict: bool = False
     input_size: tuple[int, int] | None = None
     output: str | None = None
     color_mode: str | None = None
-    scale: float = 1.0 / 255.0
+    scale: float | None = None  # None: 1/255, or 1 when the model rescales its input itself
     offset: float = 0.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     resize_method: str = "bilinear"
     class_names: tuple[str, ...] | None = None
     trunk: str = "cached"
+    mc_layers: tuple[str, ...] | None = None  # names or globs of the sampled layers; None: all
     validate: bool = True
     validation_passes: int = 200
     validation_seed: int = 0
     tolerance: float = DEFAULT_TOLERANCE
+    max_memory: int = 2048  # MB of working memory per validation call
 
 
 @dataclass
@@ -55,13 +61,37 @@ class ExportResult:
     metadata: ModelMetadata
     model: onnx.ModelProto
     warnings: list[str] = field(default_factory=list)
-    report: list[str] = field(default_factory=list)
+    report: list[str] = field(default_factory=list)  # validation, one line per check
+    notes: list[str] = field(default_factory=list)  # preprocessing, sites, hints
+
+
+@dataclass
+class Plan:
+    """What inspecting the Keras model decided."""
+
+    shape: tuple[int, ...]
+    head: Head
+    choice: preprocessing.Choice
+    convertible: list[sites.ProbedSite]  # candidate sites the graph gets mask inputs for
+    sampled: list[int]  # indices into convertible chosen by --mc-layers
+    warnings: list[str]
+
+
+@dataclass
+class Graph:
+    """The converted graph with only the sampled sites as inputs, and what the report needs."""
+
+    masked: onnx.ModelProto
+    sites: list[DropoutSite]
+    all_sites: list[DropoutSite]  # every convertible site, numbered as converted
+    kept: list[int]  # indices into all_sites of the sampled sites
+    work: cost.GraphCost  # of the graph with every site's mask as an input
 
 
 def export_file(source: Path, destination: Path, options: ExportOptions) -> ExportResult:
     """Export the Keras model file ``source`` to ``destination`` (written only if valid)."""
     check_destination(destination)
-    model = convert.load_model(source, unsafe=options.unsafe)
+    model = load_model(source, unsafe=options.unsafe)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     result = build(model, options, source_sha256=digest, source_name=source.name)
     save(result.model, destination)
@@ -81,169 +111,147 @@ def check_destination(destination: Path) -> None:
                                "is not writable")
 
 
-def build(model, options: ExportOptions, source_sha256: str = "",
+def build(model: keras.Model, options: ExportOptions, source_sha256: str = "",
           source_name: str = "") -> ExportResult:
     """Build (and by default validate) the MC dropout graph of an in-memory Keras model."""
-    warnings = convert.unreproducible_layers(model)
+    plan = inspect(model, options)
+    graph = convert_sites(model, plan, options)
+    final, trunk = make_final(graph, plan, options.trunk)
+    report = site_report(graph.all_sites, graph.kept, graph.work, trunk)
+    footprint = memory.estimate(final, graph.masked, plan.shape)
+    metadata = make_metadata(plan, graph, options, trunk, footprint, report)
+    metadata = replace(metadata, source_sha256=source_sha256, source_name=source_name)
+    metadata.check()
+    onnx.helper.set_model_props(final, metadata.to_props())
+    result = ExportResult(None, metadata, final, plan.warnings, [], notes(plan, report))
+    if options.validate:
+        result.report = run_validation(model, plan, graph, final, footprint, options)
+    return result
+
+
+def inspect(model: keras.Model, options: ExportOptions) -> Plan:
+    """Input, head, preprocessing and dropout sites of the model, checked against the options."""
+    warnings = sites.unreproducible_layers(model)
     if warnings and options.strict:
         raise UnsupportedModelError(
             "these layers have internal dropout or noise that the exported graph cannot "
             f"reproduce: {'; '.join(warnings)} (drop --strict to export with a warning)"
         )
-    shape = convert.single_input_shape(model, options.input_size)
-    head = convert.find_head(model, options.output)
-    sites = convert.probe_sites(model, shape)
-    if not sites:
+    shape = single_input_shape(model, options.input_size)
+    head = find_head(model, options.output)
+    candidates = sites.candidate_sites(model)
+    if not candidates:
         raise UnsupportedModelError(
-            "the model has no Dropout, SpatialDropout, GaussianDropout or AlphaDropout layer "
-            "with a rate above 0: MC dropout would report zero uncertainty for every image. "
-            "Add dropout before the classifier and retrain, or use a different method"
+            "the model has no Dropout, SpatialDropout, GaussianDropout, AlphaDropout or "
+            "stochastic depth layer with a rate above 0: MC dropout would report zero uncertainty "
+            "for every image. Add dropout before the classifier and retrain, or use a different "
+            "method"
         )
-    layout, preprocessing = default_preprocessing(shape, options)
-    class_names = options.class_names
-    kind, classes = reduce.output_kind(head.activation, head.width)
-    if class_names is not None and len(class_names) != classes:
+    selected = sites.select_sites(candidates, options.mc_layers)
+    probed = sites.probe_sites(model, shape, candidates)
+    sites.check_probed([p for p in probed if p.placed in selected])
+    convertible = [p for p in probed if p.site is not None and p.calls == 1]
+    sampled = [i for i, p in enumerate(convertible) if p.placed in selected]
+    choice = preprocessing.choose(model, shape, options)
+    _, classes = reduce.output_kind(head.activation, head.width)
+    if options.class_names is not None and len(options.class_names) != classes:
         raise ExportUsageError(
-            f"{len(class_names)} class names given for a head with {classes} classes"
+            f"{len(options.class_names)} class names given for a head with {classes} classes"
         )
-    masked = convert.convert_masked(model, shape, sites, head)
-    layer_ids = prune.used_sites(masked, sites)
-    if not layer_ids:
-        raise UnsupportedModelError(
-            f"no dropout layer lies on the path to output {head.name!r}: MC dropout would report "
-            "zero uncertainty for it. Choose an output after a dropout layer with --output"
-        )
-    if len(layer_ids) < len(sites):
-        ignored = [sites[k].name for k in range(len(sites)) if k not in layer_ids]
-        warnings.append(f"dropout layers not on the path to output {head.name!r} are ignored: "
-                        f"{', '.join(ignored)}")
-        masked, sites = prune.keep_sites(masked, sites, layer_ids)
-    report = validate.Report()
-    rng = np.random.default_rng(options.validation_seed)
-    images = rng.random((4, *shape), dtype=np.float32)
-    if options.validate:
-        validate.check_conversion(masked, model, head, sites, images, report, options.tolerance)
+    return Plan(shape, head, choice, convertible, sampled, warnings)
 
-    trunk = options.trunk
+
+def convert_sites(model: keras.Model, plan: Plan, options: ExportOptions) -> Graph:
+    """Convert with every convertible site's mask as an input, report, keep the sampled ones."""
+    all_sites = [p.site for p in plan.convertible]
+    masked = convert.convert_masked(model, plan.shape, all_sites, plan.head)
+    used = prune.used_sites(masked, len(all_sites))
+    keep = [k for k in plan.sampled if k in used]
+    if not keep:
+        raise UnsupportedModelError(
+            f"no dropout layer {'chosen by --mc-layers ' if options.mc_layers else ''}lies on the "
+            f"path to output {plan.head.name!r}: MC dropout would report zero uncertainty for it. "
+            "Choose an output after a dropout layer with --output"
+            f"{', or other layers with --mc-layers' if options.mc_layers else ''}"
+        )
+    ignored = [all_sites[k].path for k in plan.sampled if k not in used]
+    if ignored:
+        plan.warnings.append(f"dropout layers not on the path to output {plan.head.name!r} are "
+                             f"ignored: {', '.join(ignored)}")
+    work = cost.graph_cost(masked)
+    masked = prune.keep_sites(masked, len(all_sites), keep).model
+    return Graph(masked, [all_sites[k] for k in keep], all_sites, keep, work)
+
+
+def make_final(graph: Graph, plan: Plan, trunk: str) -> tuple[onnx.ModelProto, str]:
+    """The self-contained graph and the trunk mode used (cached falls back to input)."""
     ranks = None
     if trunk == "cached":
-        frontier = stochastic.find_frontier(masked.graph, set(stochastic.mask_input_names(sites)),
-                                            "cached")
-        ranks = validate.frontier_ranks(masked, sites, frontier, shape)
+        frontier = stochastic.find_frontier(
+            graph.masked.graph, set(stochastic.mask_input_names(graph.sites)), "cached")
+        ranks = validate.frontier_ranks(graph.masked, graph.sites, frontier, plan.shape)
         if ranks is None:
-            warnings.append("could not cache the deterministic trunk (a tensor crossing into the "
-                            "stochastic part has no batch axis); every pass runs the whole network")
+            plan.warnings.append("could not cache the deterministic trunk (a tensor crossing into "
+                                 "the stochastic part has no batch axis); every pass runs the "
+                                 "whole network")
             trunk = "input"
-    graph = stochastic.make_stochastic(masked, sites, trunk, ranks)
-    reduce.add_outputs(graph.model, graph.output, graph.pass_count_1d, head.activation,
-                       head.width)
-    final = graph.model
+    final = stochastic.make_stochastic(graph.masked, graph.sites, trunk, ranks).model
+    final = reduce.add_outputs(final, plan.head.activation, plan.head.width).model
     final.ir_version = IR_VERSION
     final.producer_name = "mcd-export"
     onnx.checker.check_model(final)
-
-    per_image, per_pass = memory_estimate(final, shape)
-    metadata = ModelMetadata(
-        input_shape=(None, *shape), layout=layout, preprocessing=preprocessing,
-        output_kind=kind, head=head.activation, num_outputs=classes,
-        dropout_sites=tuple(sites), class_names=class_names, source_sha256=source_sha256,
-        source_name=source_name, versions=convert.versions(), opset=convert.OPSET,
-        ir_version=IR_VERSION, trunk=trunk, bytes_per_image=per_image,
-        bytes_per_image_pass=per_pass,
-    )
-    metadata.check()
-    onnx.helper.set_model_props(final, metadata.to_props())
-    if options.validate:
-        validate.check_masks(final, model, head, sites, images, options.validation_seed, report,
-                             tolerance=options.tolerance, layer_ids=layer_ids)
-        validate.check_statistics(final, model, head, images, options.validation_seed,
-                                  options.validation_passes, report)
-    return ExportResult(None, metadata, final, warnings, report.lines)
+    return final, trunk
 
 
-def default_preprocessing(
-    shape: tuple[int, ...], options: ExportOptions
-) -> tuple[str, Preprocessing]:
-    """``(layout, preprocessing)`` from the input shape, overridden by the options."""
-    if len(shape) == 3:
-        channels_first = shape[0] in (1, 3) and shape[-1] not in (1, 3)
-        layout = "NCHW" if channels_first else "NHWC"
-        channels = shape[0] if channels_first else shape[-1]
-        height, width = (shape[1], shape[2]) if channels_first else (shape[0], shape[1])
-    elif len(shape) in (1, 2):
-        layout = "NHWC"
-        height, width, channels = _flat_image_size(shape, options)
-    else:
-        raise UnsupportedModelError(
-            f"input shape {shape} is not an image: expected (height, width, channels), "
-            "(channels, height, width), (height, width) or a flat vector"
-        )
-    if channels not in (1, 3):
-        raise UnsupportedModelError(
-            f"the model expects {channels} channels; mcd-score feeds grayscale (1) or RGB (3)"
-        )
-    color = options.color_mode or ("grayscale" if channels == 1 else "rgb")
-    if (color == "grayscale") != (channels == 1):
-        raise ExportUsageError(
-            f"--color {color} gives {3 if channels == 1 else 1} channels but the model "
-            f"expects {channels}"
-        )
-    if options.input_size is not None and options.input_size != (height, width):
-        raise ExportUsageError(
-            f"--input-size {options.input_size[0]}x{options.input_size[1]} does not match the "
-            f"model's fixed input size {height}x{width}"
-        )
-    pre = Preprocessing(height=height, width=width, color_mode=color, scale=options.scale,
-                        offset=options.offset, mean=options.mean, std=options.std,
-                        resize_method=options.resize_method)
-    try:
-        pre.check()
-    except ValueError as error:
-        raise ExportUsageError(str(error)) from error
-    return layout, pre
-
-
-def _flat_image_size(shape: tuple[int, ...], options: ExportOptions) -> tuple[int, int, int]:
-    size = math.prod(shape)
-    if len(shape) == 2:
-        return shape[0], shape[1], 1
-    if options.input_size is not None:
-        height, width = options.input_size
-        for channels in (1, 3):
-            if height * width * channels == size:
-                return height, width, channels
-        raise ExportUsageError(
-            f"--input-size {height}x{width} does not fit the flat input of {size} values"
-        )
-    side = math.isqrt(size)
-    if side * side == size:
-        return side, side, 1
-    raise UnsupportedModelError(
-        f"the model takes a flat vector of {size} values; give the image size with "
-        "--input-size HEIGHTxWIDTH"
+def make_metadata(plan: Plan, graph: Graph, options: ExportOptions, trunk: str,
+                  footprint: memory.Footprint, report: SiteReport) -> ModelMetadata:
+    """The file's metadata (without the source file's name and hash)."""
+    kind, classes = reduce.output_kind(plan.head.activation, plan.head.width)
+    return ModelMetadata(
+        input_shape=(None, *plan.shape), layout=plan.choice.layout,
+        preprocessing=plan.choice.preprocessing, output_kind=kind, head=plan.head.activation,
+        num_outputs=classes, dropout_sites=tuple(graph.sites), class_names=options.class_names,
+        versions=versions(),
+        opset=convert.OPSET, ir_version=IR_VERSION, trunk=trunk,
+        bytes_per_image=footprint.per_image, bytes_per_image_pass=footprint.per_pass,
+        preprocessing_origin=plan.choice.origin, built_in_preprocessing=plan.choice.built_in,
+        mc_layers=options.mc_layers,
+        per_pass_share=round(report.per_pass_share, 4),
     )
 
 
-def memory_estimate(final: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[int, int]:
-    """Rough working memory in bytes per image (trunk) and per image and pass (stochastic part).
+def notes(plan: Plan, report: SiteReport) -> list[str]:
+    """The report lines that are not validation: preprocessing, sites and hints."""
+    lines = [f"preprocessing: {plan.choice.note()}", *report.lines]
+    if report.hint:
+        lines.append(f"hint: {report.hint}")
+    return lines
 
-    Measured by running one image with two passes and keeping the largest intermediate tensors:
-    tensors with 2 rows are per pass, with 1 row per image.
-    """
-    names = [o for node in final.graph.node for o in node.output if o]
-    feeds = {"images": np.zeros((1, *shape), np.float32), "seed": np.array(0, np.int64),
-             "pass_start": np.array(0, np.int64), "pass_count": np.array(2, np.int64)}
-    (values,) = validate.probe_tensors(final, [feeds], names)
-    per_image, per_pass = [], []
-    for value in values.values():
-        if value.ndim == 0:
-            continue
-        if value.shape[0] == 2:
-            per_pass.append(value.nbytes // 2)
-        elif value.shape[0] == 1:
-            per_image.append(value.nbytes)
-    top = PROBE_TOP_TENSORS
-    return sum(sorted(per_image)[-top:]), sum(sorted(per_pass)[-top:])
+
+def run_validation(model: keras.Model, plan: Plan, graph: Graph, final: onnx.ModelProto,
+                   footprint: memory.Footprint, options: ExportOptions) -> list[str]:
+    """The three checks of :mod:`export.validate`, each call sized by ``--max-memory``."""
+    check = validate.Validation(
+        model, plan.head, graph.sites, validation_images(plan, options.validation_seed),
+        options.validation_seed, footprint, memory.Budget(options.max_memory), options.tolerance)
+    validate.check_conversion(graph.masked, check)
+    validate.check_masks(final, check)
+    validate.check_statistics(final, check, options.validation_passes)
+    return check.report.lines
+
+
+def validation_images(plan: Plan, seed: int) -> np.ndarray:
+    """Random pixels 0..255 preprocessed as the metadata says: what mcd-score will feed."""
+    pre = plan.choice.preprocessing
+    pixels = np.random.default_rng(seed).random((VALIDATION_IMAGES, *plan.shape)) * 255.0
+    channel_axis = 1 if plan.choice.layout == "NCHW" and len(plan.shape) == 3 else -1
+    images = pixels * pre.scale + pre.offset
+    for values, apply in ((pre.mean, np.subtract), (pre.std, np.divide)):
+        if values is not None and len(values) in (1, images.shape[channel_axis]):
+            shape = [1] * images.ndim
+            shape[channel_axis] = len(values)
+            images = apply(images, np.asarray(values).reshape(shape))
+    return images.astype(np.float32)
 
 
 def save(model: onnx.ModelProto, destination: Path) -> None:

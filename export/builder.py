@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from export.graph import consumed
+
 
 class GraphBuilder:
     """Appends nodes and constant initializers to ``graph`` under a name prefix.
@@ -50,20 +52,21 @@ class GraphBuilder:
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:
-    """Reorder ``graph.node`` so every node comes after the producers of its inputs."""
+    """Reorder ``graph.node`` so every node comes after the producers of what it reads (its inputs
+    and its subgraphs' reads of outer tensors)."""
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     pending = list(graph.node)
     ordered: list[onnx.NodeProto] = []
     while pending:
         remaining = []
         for node in pending:
-            if all(name in available for name in node.input):
+            if all(name in available for name in consumed(node)):
                 ordered.append(node)
                 available.update(node.output)
             else:
                 remaining.append(node)
         if len(remaining) == len(pending):
-            missing = sorted({n for node in remaining for n in node.input} - available)
+            missing = sorted({n for node in remaining for n in consumed(node)} - available)
             raise ValueError(f"graph has a cycle or unknown inputs: {missing[:5]}")
         pending = remaining
     del graph.node[:]

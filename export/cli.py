@@ -31,6 +31,15 @@ def _floats(value: str | None) -> tuple[float, ...] | None:
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
 
 
+def _patterns(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    patterns = tuple(p.strip() for p in value.split(",") if p.strip())
+    if not patterns:
+        raise click.BadParameter("give at least one layer name or glob, e.g. --mc-layers 'top_*'")
+    return patterns
+
+
 def _class_names(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -54,7 +63,8 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--output", "output_name", metavar="NAME", help="Which output, for multi-output models.")
 @click.option("--color", type=click.Choice(["rgb", "grayscale"]),
               help="Colour mode fed to the model. [default: from the input's channels]")
-@click.option("--scale", type=float, default=1.0 / 255.0, show_default="1/255",
+@click.option("--scale", type=float, default=None,
+              show_default="1/255, or 1 when the model rescales its input itself",
               help="Pixel values 0..255 are multiplied by this ...")
 @click.option("--offset", type=float, default=0.0, show_default=True, help="... then this is added.")
 @click.option("--mean", metavar="M[,M,M]", help="Then per-channel mean subtracted ...")
@@ -66,6 +76,11 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
 @click.option("--trunk", type=click.Choice(["cached", "input"]), default="cached", show_default=True,
               help="cached: run the part before the first dropout once per image; "
                    "input: run the whole network every pass.")
+@click.option("--mc-layers", metavar="NAME[,NAME...]",
+              help="Sample only these dropout layers (names or paths, globs like 'top_*'); the "
+                   "others act as in inference. [default: every dropout layer]")
+@click.option("--max-memory", type=click.IntRange(min=64), default=2048, show_default=True,
+              metavar="MB", help="Working memory per validation call (as mcd-score's --max-memory).")
 @click.option("--no-validate", is_flag=True, help="Skip the checks against Keras (not recommended).")
 @click.option("--validation-passes", type=click.IntRange(min=10), default=200, show_default=True,
               help="Passes for the statistical check against Keras' own MC dropout.")
@@ -73,10 +88,10 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
               help="Absolute and relative tolerance of the exact checks against Keras.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | None,
-         output_name: str | None, color: str | None, scale: float, offset: float,
+         output_name: str | None, color: str | None, scale: float | None, offset: float,
          mean: str | None, std: str | None, resize_method: str, class_names: str | None,
-         trunk: str, no_validate: bool, validation_passes: int, tolerance: float,
-         quiet: bool) -> None:
+         trunk: str, mc_layers: str | None, max_memory: int, no_validate: bool,
+         validation_passes: int, tolerance: float, quiet: bool) -> None:
     """Export a Keras MODEL (.keras or .h5) to OUT.onnx, a self-contained MC dropout graph.
 
     The graph generates its dropout masks from a seed, takes the number of passes at run time,
@@ -88,7 +103,8 @@ def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | N
         unsafe=unsafe, strict=strict, input_size=_size(input_size), output=output_name,
         color_mode=color, scale=scale, offset=offset, mean=_floats(mean), std=_floats(std),
         resize_method=resize_method, class_names=_class_names(class_names), trunk=trunk,
-        validate=not no_validate, validation_passes=validation_passes, tolerance=tolerance,
+        mc_layers=_patterns(mc_layers), max_memory=max_memory, validate=not no_validate,
+        validation_passes=validation_passes, tolerance=tolerance,
     )
     try:
         result = export_file(model, out, options)
@@ -105,10 +121,10 @@ def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | N
     if quiet:
         return
     meta = result.metadata
-    sites = ", ".join(f"{s.name} ({s.kind} {s.rate:g})" for s in meta.dropout_sites)
     click.echo(f"wrote {out}: {meta.num_outputs} {meta.output_kind} from {meta.head} head, "
                f"input {meta.preprocessing.height}x{meta.preprocessing.width} "
                f"{meta.preprocessing.color_mode}, trunk {meta.trunk}")
-    click.echo(f"dropout sites: {sites}")
+    for line in result.notes:
+        click.echo(line)
     for line in result.report:
         click.echo(f"validated: {line}")

@@ -1,43 +1,79 @@
-"""Graph rewrite: drop the dropout sites that do not reach the chosen output.
+"""Graph rewrite: keep the sampled sites' mask inputs, renumbered; the other sites become identity.
 
-With ``--output`` on a multi-output model, dropout layers on other branches still become mask
-inputs of the converted graph, but nothing reads them. They are removed and the remaining mask
-inputs renumbered ``0..K-1`` so that site ``k`` of the metadata is mask input ``k``.
+The converted graph has one mask input per candidate dropout site. A site is left out when
+``--mc-layers`` does not select it (it then acts as in inference: ``x * 1``, its mask input becomes a
+constant) or when nothing reads its mask (dropout on another output's branch, with ``--output``;
+the input is dropped). The kept inputs are renumbered ``0..K-1`` so that site ``k`` of the metadata
+is mask input ``k``. Reads inside subgraphs (``If`` branches, ``Loop`` bodies) count and are renamed
+too.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from export.convert_names import ADD_INPUT, MUL_INPUT
-from scorer.contract import DropoutSite
+from export.graph import Rewrite, consumed, copy_model, rename_consumed, walk
+
+IDENTITY = "mcd_off/{}"
 
 
-def used_sites(masked: onnx.ModelProto, sites: list[DropoutSite]) -> list[int]:
-    """Indices of the sites whose mask input some node reads."""
-    read = {name for node in masked.graph.node for name in node.input}
-    return [k for k in range(len(sites)) if MUL_INPUT.format(k) in read]
+def used_sites(masked: onnx.ModelProto, count: int) -> list[int]:
+    """Indices ``k < count`` of the sites whose mask input some node (or subgraph) reads."""
+    read = {name for _, node in walk(masked.graph) for name in consumed(node)}
+    return [k for k in range(count) if MUL_INPUT.format(k) in read]
 
 
-def keep_sites(
-    masked: onnx.ModelProto, sites: list[DropoutSite], keep: list[int]
-) -> tuple[onnx.ModelProto, list[DropoutSite]]:
-    """A copy of ``masked`` with only the sites ``keep`` (renumbered in order) and those sites."""
-    model = onnx.ModelProto()
-    model.CopyFrom(masked)
+def keep_sites(masked: onnx.ModelProto, count: int, keep: list[int]) -> Rewrite:
+    """A copy of ``masked`` with only the mask inputs of sites ``keep``, renumbered in order; the
+    masks of the other sites are constants (multiply by 1, add 0)."""
+    model = copy_model(masked)
     graph = model.graph
-    renamed = {}
+    renamed, changes = {}, []
     for new, old in enumerate(keep):
-        renamed[MUL_INPUT.format(old)] = MUL_INPUT.format(new)
-        renamed[ADD_INPUT.format(old)] = ADD_INPUT.format(new)
-    dropped = {MUL_INPUT.format(k) for k in range(len(sites)) if k not in keep}
-    dropped |= {ADD_INPUT.format(k) for k in range(len(sites)) if k not in keep}
-    inputs = [i for i in graph.input if i.name not in dropped]
+        for pattern in (MUL_INPUT, ADD_INPUT):
+            renamed[pattern.format(old)] = pattern.format(new)
+        if new != old:
+            changes.append(f"site {old} is now site {new}")
+    inputs = []
+    for info in graph.input:
+        site = _site_of(info.name, count)
+        if site is None or site in keep:
+            inputs.append(info)
+            continue
+        constant = IDENTITY.format(info.name)
+        value = 1.0 if info.name.startswith(MUL_INPUT.format("")) else 0.0
+        shape = [d.dim_value for d in info.type.tensor_type.shape.dim]
+        graph.initializer.append(numpy_helper.from_array(np.full(shape, value, np.float32), constant))
+        renamed[info.name] = constant
+        if info.name.startswith(MUL_INPUT.format("")):
+            changes.append(f"site {site} not sampled: its mask is the constant 1")
     for info in inputs:
         info.name = renamed.get(info.name, info.name)
     del graph.input[:]
     graph.input.extend(inputs)
     for node in graph.node:
-        for j, name in enumerate(node.input):
-            node.input[j] = renamed.get(name, name)
-    return model, [sites[k] for k in keep]
+        rename_consumed(node, renamed)
+    _drop_unused_initializers(graph)
+    return Rewrite(model, changes)
+
+
+def _site_of(name: str, count: int) -> int | None:
+    for k in range(count):
+        if name in (MUL_INPUT.format(k), ADD_INPUT.format(k)):
+            return k
+    return None
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Remove the identity constants nothing reads (sites on other outputs' branches)."""
+    read = {name for _, node in walk(graph) for name in consumed(node)}
+    unused = [i for i in graph.initializer
+              if i.name.startswith(IDENTITY.format("")) and i.name not in read]
+    for init in unused:
+        graph.initializer.remove(init)
+
+
+__all__ = ["keep_sites", "used_sites"]

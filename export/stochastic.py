@@ -10,6 +10,9 @@ tensor that feeds that part from the deterministic trunk (the *frontier*: usuall
 first dropout layer) is tiled from ``[N, ...]`` to ``[N*T, ...]``. With ``trunk="input"`` the images
 themselves are tiled: the naive T-pass graph, kept as a reference and a fallback.
 
+Masks read inside subgraphs (``If``/``Loop`` bodies) make their control-flow node stochastic; reads
+of tiled tensors inside subgraphs are renamed with the node's inputs (:mod:`export.graph`).
+
 Where a mask multiplies a tensor directly (the usual ``Mul(x, mask)`` of a dropout layer), the mask
 ``[T, ...]`` is broadcast against ``x`` viewed as ``[N, T, ...]`` (or ``[N, 1, ...]`` for a frontier
 tensor), so neither a tiled copy of ``x`` nor a mask expanded over the batch is materialised.
@@ -24,24 +27,13 @@ import onnx
 from onnx import TensorProto, helper
 
 from export.builder import GraphBuilder, topological_sort
-from export.convert_names import ADD_INPUT, MUL_INPUT
+from export.convert_names import ADD_INPUT, MUL_INPUT, PASSES_1D
+from export.graph import Rewrite, consumed, copy_model, dependents, rename_consumed
 from export.hashing import HashOps
 from export.masks import build_mask_values
 from scorer.contract import INPUT_IMAGES, INPUT_PASS_COUNT, INPUT_PASS_START, INPUT_SEED, DropoutSite
 
 TRUNK_MODES = ("cached", "input")
-
-
-@dataclass
-class StochasticGraph:
-    """The rewritten model and what the rewrite did."""
-
-    model: onnx.ModelProto
-    output: str  # name of the [N*T, C] tensor
-    frontier: list[str]  # tensors tiled from [N, ...] to [N*T, ...]
-    replaced_inputs: list[str]  # mask inputs now generated in the graph
-    pass_count_1d: str  # int64 [1] tensor holding T
-    batch_1d: str  # int64 [1] tensor holding N
 
 
 def mask_input_names(sites: list[DropoutSite]) -> list[str]:
@@ -53,17 +45,6 @@ def mask_input_names(sites: list[DropoutSite]) -> list[str]:
     return names
 
 
-def dependents(graph: onnx.GraphProto, sources: set[str]) -> tuple[set[str], list[int]]:
-    """Tensors computed from ``sources`` (sources included) and the indices of nodes reading them."""
-    reached = set(sources)
-    nodes = []
-    for i, node in enumerate(graph.node):
-        if any(name in reached for name in node.input):
-            reached.update(node.output)
-            nodes.append(i)
-    return reached, nodes
-
-
 def find_frontier(graph: onnx.GraphProto, masks: set[str], trunk: str) -> list[str]:
     """Tensors to tile: image-dependent tensors of the trunk read by mask-dependent nodes."""
     if trunk == "input":
@@ -72,91 +53,115 @@ def find_frontier(graph: onnx.GraphProto, masks: set[str], trunk: str) -> list[s
     stochastic, node_ids = dependents(graph, masks)
     frontier: list[str] = []
     for i in node_ids:
-        for name in graph.node[i].input:
+        for name in consumed(graph.node[i]):
             if name in image_dependent and name not in stochastic and name not in frontier:
                 frontier.append(name)
     return frontier
 
 
+@dataclass(frozen=True)
+class PassTensors:
+    """Tensors every site's mask is built from."""
+
+    batch_1d: str  # int64 [1]: N
+    passes_1d: str  # int64 [1]: T
+    pass_index: str  # uint32 [T]: pass_start .. pass_start + T - 1
+    seed_key: str  # the seed's key for the mask generator
+
+
 def make_stochastic(
     masked: onnx.ModelProto, sites: list[DropoutSite], trunk: str = "cached",
     ranks: dict[str, int] | None = None,
-) -> StochasticGraph:
+) -> Rewrite:
     """Rewrite ``masked`` (not modified) as described in the module docstring.
 
     ``ranks`` gives the rank of each frontier tensor; tensors missing from it are looked up by
-    ONNX shape inference.
+    ONNX shape inference. The result's only output is the ``[N*T, C]`` tensor (under the converted
+    graph's output name) and the tensor :data:`~export.convert_names.PASSES_1D` holds ``[T]``.
     """
     if trunk not in TRUNK_MODES:
         raise ValueError(f"trunk must be one of {TRUNK_MODES}, got {trunk!r}")
-    model = onnx.ModelProto()
-    model.CopyFrom(masked)
+    model = copy_model(masked)
     graph = model.graph
     names = mask_input_names(sites)
+    frontier = find_frontier(graph, set(names), trunk)
+    ranks = dict(ranks or {})
+    ranks.update({k: v for k, v in _inferred_ranks(masked).items() if k not in ranks})
+    _replace_interface(graph, names)
+
+    original_nodes = list(graph.node)
+    b = GraphBuilder(graph, "mcd")
+    hashes = HashOps(b)
+    tensors = _pass_tensors(b, hashes)
+    sources = set(names) | ({INPUT_IMAGES} if trunk == "input" else set())
+    stochastic_tensors, node_ids = dependents(graph, sources)
+    stochastic_nodes = set(node_ids)
+    fused = _broadcast_muls(graph, sites, set(frontier), stochastic_tensors)
+    fused_nodes = {i for i, _, _ in fused.values()}
+    rerun = [node for i, node in enumerate(original_nodes)
+             if i in stochastic_nodes and i not in fused_nodes]
+    needs_tile = [name for name in frontier if any(name in consumed(node) for node in rerun)]
+    rewired = _tile_frontier(graph, b, needs_tile, ranks, tensors.passes_1d)
+    _add_masks(b, hashes, graph, sites, fused, tensors)
+    for node in rerun:
+        rename_consumed(node, rewired)
+    for i in sorted(fused_nodes, reverse=True):
+        del graph.node[i]
+    b.flush()
+    topological_sort(graph)
+    changes = [f"mask input {name} generated in the graph" for name in names]
+    changes += [f"tiled {name} over the passes" for name in needs_tile]
+    changes += [f"site {k}: mask broadcast over the passes in place" for k in sorted(fused)]
+    return Rewrite(model, changes)
+
+
+def _replace_interface(graph: onnx.GraphProto, mask_names: list[str]) -> None:
+    """Mask inputs out, ``seed``/``pass_start``/``pass_count`` in; the output keeps its name."""
     present = {i.name for i in graph.input}
-    missing = [n for n in names if n not in present]
+    missing = [n for n in mask_names if n not in present]
     if missing:
         raise ValueError(f"the converted graph lacks mask inputs {missing}")
     if len(graph.output) != 1:
         raise ValueError(f"expected one graph output, found {len(graph.output)}")
     output = graph.output[0].name
-    frontier = find_frontier(graph, set(names), trunk)
-    ranks = dict(ranks or {})
-    ranks.update({k: v for k, v in _inferred_ranks(masked).items() if k not in ranks})
-
-    kept = [i for i in graph.input if i.name not in names]
+    kept = [i for i in graph.input if i.name not in mask_names]
     del graph.input[:]
     graph.input.extend(kept)
     for name in (INPUT_SEED, INPUT_PASS_START, INPUT_PASS_COUNT):
         graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, []))
     del graph.value_info[:]
     del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, None))
 
-    original_nodes = list(graph.node)
-    b = GraphBuilder(graph, "mcd")
-    hashes = HashOps(b)
+
+def _pass_tensors(b: GraphBuilder, hashes: HashOps) -> PassTensors:
     batch_1d = b.op("Slice", b.op("Shape", INPUT_IMAGES), b.const([0], np.int64),
                     b.const([1], np.int64), hint="batch")
-    passes_1d = b.op("Reshape", INPUT_PASS_COUNT, b.const([1], np.int64), hint="passes")
+    passes_1d = b.op_to(PASSES_1D, "Reshape", INPUT_PASS_COUNT, b.const([1], np.int64))
     pass_end = b.op("Add", INPUT_PASS_START, INPUT_PASS_COUNT)
     pass_index = b.op("Cast", b.op("Range", INPUT_PASS_START, pass_end, b.const(1, np.int64)),
                       to=TensorProto.UINT32, hint="pass_index")
-    seed_key = hashes.seed_key(INPUT_SEED)
+    return PassTensors(batch_1d, passes_1d, pass_index, hashes.seed_key(INPUT_SEED))
 
-    sources = set(names) | ({INPUT_IMAGES} if trunk == "input" else set())
-    stochastic_tensors, node_ids = dependents(graph, sources)
-    stochastic_nodes = set(node_ids)
-    fused = _broadcast_muls(graph, sites, set(frontier), stochastic_tensors)
-    fused_nodes = {i for i, _, _ in fused.values()}
-    needs_tile = [name for name in frontier if any(
-        name in node.input for i, node in enumerate(original_nodes)
-        if i in stochastic_nodes and i not in fused_nodes)]
-    rewired = _tile_frontier(graph, b, needs_tile, ranks, passes_1d)
+
+def _add_masks(b: GraphBuilder, hashes: HashOps, graph: onnx.GraphProto, sites: list[DropoutSite],
+               fused: dict[int, tuple[int, str, bool]], tensors: PassTensors) -> None:
+    """Each site's ``[T, ...]`` mask: multiplied in place (fused), or expanded to ``[N*T, ...]``
+    under the mask input's name."""
     for k, site in enumerate(sites):
-        key = hashes.site_key(seed_key, k)
-        mul, add = build_mask_values(b, hashes, site, key, pass_index)
+        key = hashes.site_key(tensors.seed_key, k)
+        mul, add = build_mask_values(b, hashes, site, key, tensors.pass_index)
         if k in fused:
             i, data, untiled = fused[k]
-            _add_broadcast_mul(b, graph.node[i], data, mul, untiled, passes_1d)
-        else:
-            expand_shape = b.op("Concat", batch_1d, passes_1d,
-                                b.const(list(site.mask_shape), np.int64), axis=0)
-            flat_shape = b.const([-1, *site.mask_shape], np.int64)
-            for value, target in ((mul, MUL_INPUT.format(k)), (add, ADD_INPUT.format(k))):
-                if value is None:
-                    continue
+            _add_broadcast_mul(b, graph.node[i], data, mul, untiled, tensors.passes_1d)
+            continue
+        expand_shape = b.op("Concat", tensors.batch_1d, tensors.passes_1d,
+                            b.const(list(site.mask_shape), np.int64), axis=0)
+        flat_shape = b.const([-1, *site.mask_shape], np.int64)
+        for value, target in ((mul, MUL_INPUT.format(k)), (add, ADD_INPUT.format(k))):
+            if value is not None:
                 unsqueezed = b.op("Unsqueeze", value, b.const([0], np.int64))
                 b.op_to(target, "Reshape", b.op("Expand", unsqueezed, expand_shape), flat_shape)
-    for i, node in enumerate(original_nodes):
-        if i in stochastic_nodes and i not in fused_nodes:
-            for j, name in enumerate(node.input):
-                if name in rewired:
-                    node.input[j] = rewired[name]
-    for i in sorted(fused_nodes, reverse=True):
-        del graph.node[i]
-    b.flush()
-    topological_sort(graph)
-    return StochasticGraph(model, output, frontier, names, passes_1d, batch_1d)
 
 
 def _broadcast_muls(
@@ -172,7 +177,7 @@ def _broadcast_muls(
     """
     consumers: dict[str, list[int]] = {}
     for i, node in enumerate(graph.node):
-        for name in node.input:
+        for name in consumed(node):
             consumers.setdefault(name, []).append(i)
     fused = {}
     for k, site in enumerate(sites):

@@ -1,24 +1,30 @@
 """Checks that an exported graph reproduces the Keras model, run by default on every export.
 
-1. Conversion: the converted graph with all masks set to 1 matches Keras ``predict`` within 1e-5.
+1. Conversion: the converted graph with all masks set to 1 matches Keras ``predict`` within the
+   tolerance (1e-5 by default).
 2. Masks: for a few passes, the final graph matches Keras with the same masks (computed by the numpy
-   twin of the in-graph generator) applied to the same layers, within 1e-5.
+   twin of the in-graph generator) applied to the same layers, within the tolerance.
 3. Statistics: passes differ, and the MC mean over many passes agrees with Keras' own dropout-only MC
    mean within a statistical tolerance.
+
+Every ONNX Runtime and Keras call is sized by the memory budget (:mod:`export.memory`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from export import convert
+from export import reference
 from export.convert_names import ADD_INPUT, MUL_INPUT
 from export.errors import ValidationError
+from export.keras_model import Head
 from export.masks import mask_values_np
+from export.memory import Budget, Footprint, probe_tensors
 from scorer.contract import (
     INPUT_IMAGES,
     INPUT_PASS_COUNT,
@@ -42,6 +48,25 @@ class Report:
         self.lines.append(line)
 
 
+@dataclass
+class Validation:
+    """What every check needs: the Keras side, the inputs, the tolerance and the memory plan."""
+
+    model: object  # keras.Model
+    head: Head
+    sites: Sequence[DropoutSite]
+    images: np.ndarray
+    seed: int
+    footprint: Footprint
+    budget: Budget
+    tolerance: float = ATOL
+    report: Report = field(default_factory=Report)
+
+    @property
+    def keras_rows(self) -> int:
+        return self.budget.keras_rows(self.footprint)
+
+
 def session(model: onnx.ModelProto) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -51,16 +76,21 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 def run_passes(
-    sess: ort.InferenceSession, images: np.ndarray, seed: int, start: int, count: int
+    sess: ort.InferenceSession, images: np.ndarray, seed: int, start: int, count: int,
+    per_call: int | None = None,
 ) -> np.ndarray:
-    """Run the final graph: ``passes`` output ``[N, T, C]``."""
-    feeds = {
-        INPUT_IMAGES: images,
-        INPUT_SEED: np.array(seed, np.int64),
-        INPUT_PASS_START: np.array(start, np.int64),
-        INPUT_PASS_COUNT: np.array(count, np.int64),
-    }
-    return sess.run([OUTPUT_PASSES], feeds)[0]
+    """Run the final graph: ``passes`` output ``[N, T, C]``, ``per_call`` passes per call."""
+    per_call = count if per_call is None else max(1, per_call)
+    chunks = []
+    for first in range(start, start + count, per_call):
+        feeds = {
+            INPUT_IMAGES: images,
+            INPUT_SEED: np.array(seed, np.int64),
+            INPUT_PASS_START: np.array(first, np.int64),
+            INPUT_PASS_COUNT: np.array(min(per_call, start + count - first), np.int64),
+        }
+        chunks.append(sess.run([OUTPUT_PASSES], feeds)[0])
+    return np.concatenate(chunks, axis=1)
 
 
 def as_classes(values: np.ndarray, activation: str, width: int) -> np.ndarray:
@@ -70,7 +100,7 @@ def as_classes(values: np.ndarray, activation: str, width: int) -> np.ndarray:
     return values
 
 
-def mask_feeds(sites: list[DropoutSite], value_of) -> dict[str, np.ndarray]:
+def mask_feeds(sites: Sequence[DropoutSite], value_of) -> dict[str, np.ndarray]:
     """Feeds for the converted graph's mask inputs, ``value_of(k, site) -> (mul, add)``."""
     feeds = {}
     for k, site in enumerate(sites):
@@ -86,47 +116,41 @@ def ones_masks(k: int, site: DropoutSite):
     return ones, np.zeros_like(ones)
 
 
-def check_conversion(
-    masked: onnx.ModelProto, model, head: convert.Head, sites: list[DropoutSite],
-    images: np.ndarray, report: Report, tolerance: float = ATOL,
-) -> None:
+def check_conversion(masked: onnx.ModelProto, v: Validation) -> None:
     """Check 1 (see module docstring)."""
-    got = session(masked).run(None, {INPUT_IMAGES: images, **mask_feeds(sites, ones_masks)})[0]
-    want = convert.keras_predict(model, images, head)
-    _close("dropout off: ONNX vs Keras predict", got, want, report, tolerance)
+    sess, rows = session(masked), v.budget.graph_rows(v.footprint)
+    masks = mask_feeds(v.sites, ones_masks)
+    got = np.concatenate([sess.run(None, {INPUT_IMAGES: v.images[i:i + rows], **masks})[0]
+                          for i in range(0, len(v.images), rows)])
+    want = reference.keras_predict(v.model, v.images, v.head, v.keras_rows)
+    _close("dropout off: ONNX vs Keras predict", got, want, v.report, v.tolerance)
 
 
-def check_masks(
-    final: onnx.ModelProto, model, head: convert.Head, sites: list[DropoutSite],
-    images: np.ndarray, seed: int, report: Report, pass_indices=(0, 1, 17),
-    tolerance: float = ATOL, layer_ids: list[int] | None = None,
-) -> None:
-    """Check 2 (see module docstring). ``layer_ids[k]``: the dropout layer of site ``k``."""
+def check_masks(final: onnx.ModelProto, v: Validation, pass_indices=(0, 1, 17)) -> None:
+    """Check 2 (see module docstring)."""
     sess = session(final)
     worst = 0.0
+    rows = v.budget.graph_rows(v.footprint)
     for t in pass_indices:
-        got = run_passes(sess, images, seed, t, 1)[:, 0]
-        muls, adds = [], []
-        for k, site in enumerate(sites):
-            mul, add = mask_values_np(site, k, seed, np.array([t]))
-            muls.append(mul)
-            adds.append(add)
-        want = as_classes(convert.keras_with_masks(model, images, head, muls, adds, layer_ids),
-                          head.activation, head.width)
+        got = np.concatenate([run_passes(sess, v.images[i:i + rows], v.seed, t, 1)[:, 0]
+                              for i in range(0, len(v.images), rows)])
+        muls, adds = zip(*(mask_values_np(site, k, v.seed, np.array([t]))
+                           for k, site in enumerate(v.sites)), strict=True)
+        want = reference.keras_with_masks(v.model, v.images, v.head, v.sites, muls, adds,
+                                          v.keras_rows)
+        want = as_classes(want, v.head.activation, v.head.width)
         worst = max(worst, _close(f"pass {t}: ONNX vs Keras with the same masks", got, want,
-                                  None, tolerance))
-    report.add(f"same masks: ONNX matches Keras on passes {list(pass_indices)} "
-               f"(max |diff| {worst:.2e} <= {tolerance:g})")
+                                  None, v.tolerance))
+    v.report.add(f"same masks: ONNX matches Keras on passes {list(pass_indices)} "
+                 f"(max |diff| {worst:.2e} <= {v.tolerance:g})")
 
 
-def check_statistics(
-    final: onnx.ModelProto, model, head: convert.Head, images: np.ndarray, seed: int,
-    passes: int, report: Report,
-) -> None:
+def check_statistics(final: onnx.ModelProto, v: Validation, passes: int) -> None:
     """Check 3 (see module docstring)."""
-    ours = run_passes(session(final), images, seed, 0, passes).astype(np.float64)
-    theirs = as_classes(convert.keras_dropout_passes(model, images, head, passes),
-                        head.activation, head.width).astype(np.float64)
+    per_call = v.budget.graph_passes(v.footprint, len(v.images))
+    ours = run_passes(session(final), v.images, v.seed, 0, passes, per_call).astype(np.float64)
+    theirs = reference.keras_dropout_passes(v.model, v.images, v.head, v.sites, passes, v.keras_rows)
+    theirs = as_classes(theirs, v.head.activation, v.head.width).astype(np.float64)
     spread = ours.std(axis=1).max()
     if spread == 0:
         if theirs.std(axis=1).max() > 0:
@@ -134,8 +158,8 @@ def check_statistics(
                 "all MC passes are identical although Keras' dropout passes differ: the dropout "
                 "masks have no effect on the exported graph's output"
             )
-        report.add(f"passes do not differ on random inputs, in Keras' own MC dropout either "
-                   f"({passes} passes): dropout has no visible effect on these inputs")
+        v.report.add(f"passes do not differ on random inputs, in Keras' own MC dropout either "
+                     f"({passes} passes): dropout has no visible effect on these inputs")
         return
     error = np.sqrt(ours.var(axis=1) / passes + theirs.var(axis=1) / passes) + 1e-6
     z = np.abs(ours.mean(axis=1) - theirs.mean(axis=1)) / error
@@ -144,9 +168,9 @@ def check_statistics(
             f"MC mean over {passes} passes differs from Keras' dropout MC mean by {z.max():.1f} "
             f"standard errors (limit {Z_LIMIT}); the stochastic graph is not Keras' dropout"
         )
-    report.add(f"MC mean over {passes} passes agrees with Keras dropout "
-               f"(max {z.max():.1f} standard errors, limit {Z_LIMIT:g}); passes differ "
-               f"(max std {spread:.3g})")
+    v.report.add(f"MC mean over {passes} passes agrees with Keras dropout "
+                 f"(max {z.max():.1f} standard errors, limit {Z_LIMIT:g}); passes differ "
+                 f"(max std {spread:.3g})")
 
 
 def _close(
@@ -168,23 +192,8 @@ def _close(
     return diff
 
 
-def probe_tensors(
-    model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], names: list[str]
-) -> list[dict[str, np.ndarray]]:
-    """Values of intermediate tensors ``names`` for each feed dict, from one session of a copy of
-    ``model`` with those tensors added as outputs."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    existing = {o.name for o in copy.graph.output}
-    for name in names:
-        if name not in existing:
-            copy.graph.output.append(onnx.ValueInfoProto(name=name))
-    sess = session(copy)
-    return [dict(zip(names, sess.run(names, one), strict=True)) for one in feeds]
-
-
 def frontier_ranks(
-    masked: onnx.ModelProto, sites: list[DropoutSite], frontier: list[str],
+    masked: onnx.ModelProto, sites: Sequence[DropoutSite], frontier: list[str],
     shape: tuple[int, ...],
 ) -> dict[str, int] | None:
     """Ranks of the frontier tensors if all of them carry the batch on axis 0, else None."""

@@ -37,7 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METADATA_KEY = "mcd_score"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+"""Version 2 added ``preprocessing_origin``, ``built_in_preprocessing``, ``mc_layers``,
+``per_pass_share`` and the sites' ``layer_class``, ``path`` and ``drop_path``; version-1 files read
+with their defaults."""
 
 INPUT_IMAGES = "images"
 INPUT_SEED = "seed"
@@ -58,6 +62,9 @@ COLOR_MODES = ("rgb", "grayscale")
 LAYOUTS = ("NHWC", "NCHW")
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "box")
 SITE_KINDS = ("dropout", "spatial_dropout", "gaussian_dropout", "alpha_dropout")
+PREPROCESSING_ORIGINS = ("default", "model", "options")
+"""``default``: mcd-export's defaults (pixels scaled by 1/255); ``model``: the model rescales or
+normalises its input itself, so pixels are fed unscaled (0..255); ``options``: the user's ``--scale``."""
 
 
 class MetadataError(ValueError):
@@ -111,13 +118,19 @@ class DropoutSite:
     """One stochastic layer of the exported graph.
 
     ``mask_shape`` is the shape of one pass's mask without the batch axis (noise shape resolved),
-    in the layout of the Keras layer's input.
+    in the layout of the Keras layer's input. ``layer_class`` is the Keras class (``Dropout``,
+    ``StochasticDepth``, ...), ``path`` the layer's place in nested models and layers
+    (``efficientnetb0/block2a_drop``), and ``drop_path`` marks stochastic depth: one value per image
+    slot that keeps or drops a whole residual branch.
     """
 
     name: str
     kind: str
     rate: float
     mask_shape: tuple[int, ...]
+    layer_class: str = ""
+    path: str = ""
+    drop_path: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,10 @@ class ModelMetadata:
     trunk: str = "cached"
     bytes_per_image: int = 0
     bytes_per_image_pass: int = 0
+    preprocessing_origin: str = "default"
+    built_in_preprocessing: tuple[str, ...] = ()
+    mc_layers: tuple[str, ...] | None = None
+    per_pass_share: float | None = None
     schema_version: int = SCHEMA_VERSION
     input_name: str = INPUT_IMAGES
     input_dtype: str = "float32"
@@ -164,6 +181,11 @@ class ModelMetadata:
         for site in self.dropout_sites:
             if site.kind not in SITE_KINDS:
                 raise MetadataError(f"dropout site {site.name!r} has unknown kind {site.kind!r}")
+        if self.preprocessing_origin not in PREPROCESSING_ORIGINS:
+            raise MetadataError(f"preprocessing_origin {self.preprocessing_origin!r} is not one of "
+                                f"{PREPROCESSING_ORIGINS}")
+        if self.per_pass_share is not None and not 0.0 <= self.per_pass_share <= 1.0:
+            raise MetadataError(f"per_pass_share must lie in [0, 1], got {self.per_pass_share}")
         self.preprocessing.check()
 
     def to_json(self) -> str:
@@ -179,11 +201,12 @@ class ModelMetadata:
         if not isinstance(data, dict):
             raise MetadataError("metadata is not a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise MetadataError(
                 f"metadata schema version {version!r} is not supported "
-                f"(this mcd-score reads version {SCHEMA_VERSION}); re-export the model "
-                "with a matching mcd-export"
+                f"(this mcd-score reads version "
+                f"{' or '.join(str(v) for v in READABLE_SCHEMA_VERSIONS)}); re-export the model "
+                "with a matching mcd-export or upgrade mcd-score"
             )
         try:
             pre = dict(data.pop("preprocessing"))
@@ -191,18 +214,18 @@ class ModelMetadata:
                 if pre.get(key) is not None:
                     pre[key] = tuple(pre[key])
             sites = tuple(
-                DropoutSite(
-                    name=s["name"], kind=s["kind"], rate=float(s["rate"]),
-                    mask_shape=tuple(s["mask_shape"]),
-                )
+                DropoutSite(**{**s, "rate": float(s["rate"]), "mask_shape": tuple(s["mask_shape"])})
                 for s in data.pop("dropout_sites")
             )
             names = data.pop("class_names", None)
+            patterns = data.pop("mc_layers", None)
             meta = cls(
                 preprocessing=Preprocessing(**pre),
                 dropout_sites=sites,
                 class_names=tuple(names) if names is not None else None,
                 input_shape=tuple(data.pop("input_shape")),
+                built_in_preprocessing=tuple(data.pop("built_in_preprocessing", ())),
+                mc_layers=tuple(patterns) if patterns is not None else None,
                 **data,
             )
         except (KeyError, TypeError, ValueError) as error:

@@ -16,9 +16,9 @@ import pytest
 
 
 def _keras():
-    from export import convert  # sets TensorFlow's environment before importing it
+    from export.backend import keras  # sets TensorFlow's environment before importing it
 
-    return convert.keras
+    return keras
 
 
 def mnist_cnn():
@@ -130,14 +130,9 @@ def _calibrate_batchnorm(model, images: np.ndarray, momentum: float = 0.5) -> No
     and ONNX Runtime differ by 1.4e-4 on them (1.5e-5 on the probabilities, above the 1e-5
     parity tolerance); halfway gives features up to 0.2 that agree within 1e-7.
     """
-    layers = _keras().layers
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = momentum
-    model(images, training=True)
-    for layer, momentum in zip(norms, momenta, strict=True):
-        layer.momentum = momentum
+    from zoo_models import calibrate_batchnorm
+
+    calibrate_batchnorm(model, images, momentum)
 
 
 def spatial_dropout():
@@ -244,9 +239,9 @@ class Exported:
         return tuple(self.metadata.input_shape[1:])
 
     def head(self):
-        from export import convert
+        from export.keras_model import find_head
 
-        return convert.find_head(self.keras_model, None)
+        return find_head(self.keras_model, None)
 
     def run(self, images: np.ndarray, seed: int = 0, start: int = 0, count: int = 4,
             outputs: list[str] | None = None) -> list[np.ndarray]:
@@ -303,3 +298,30 @@ class ExportCache:
 def exports() -> ExportCache:
     """Session-wide cache of exported models: ``exports.get("mnist_cnn")``."""
     return ExportCache()
+
+
+class ZooCache:
+    """Exports each zoo model (``tests/zoo_models.py``) once per session, validated."""
+
+    VALIDATION_PASSES = 40
+
+    def __init__(self) -> None:
+        self._exports: dict[str, Exported] = {}
+
+    def get(self, name: str) -> Exported:
+        if name not in self._exports:
+            from zoo_models import ZOO, build_zoo_model
+
+            from export.api import ExportOptions, build
+
+            options = ExportOptions(validation_passes=self.VALIDATION_PASSES,
+                                    **dict(ZOO[name].options))
+            model = build_zoo_model(name)
+            self._exports[name] = Exported(name, model, build(model, options), options)
+        return self._exports[name]
+
+
+@pytest.fixture(scope="session")
+def zoo() -> ZooCache:
+    """Session-wide cache of the exported zoo models: ``zoo.get("resnet50")``."""
+    return ZooCache()

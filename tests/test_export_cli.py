@@ -24,9 +24,9 @@ FAST = ["--validation-passes", "10", "-q"]
 
 
 def keras():
-    from export import convert  # sets TensorFlow's environment before importing it
+    from export.backend import keras  # sets TensorFlow's environment before importing it
 
-    return convert.keras
+    return keras
 
 
 def small_cnn(input_shape=(12, 12, 1), classes: int = 3):
@@ -154,16 +154,17 @@ def assert_matches_keras(path: Path, model, meta: ModelMetadata, seed: int = 3) 
     """The file's passes equal Keras with the numpy twin's masks on the same layers."""
     from conftest import feeds, ort_session
 
-    from export import convert
+    from export.keras_model import find_head
+    from export.reference import keras_with_masks
 
     session = ort_session(str(path))
     images = np.random.default_rng(0).random((4, *meta.input_shape[1:]), dtype=np.float32)
-    head = convert.find_head(model, None)
+    head = find_head(model, None)
     for t in (0, 7):
         got = session.run(["passes"], feeds(images, seed, t, 1))[0][:, 0]
         muls, adds = zip(*(mask_values_np(site, k, seed, np.array([t]))
                            for k, site in enumerate(meta.dropout_sites)), strict=True)
-        want = convert.keras_with_masks(model, images, head, list(muls), list(adds))
+        want = keras_with_masks(model, images, head, meta.dropout_sites, muls, adds)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 

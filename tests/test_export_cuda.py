@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import TensorProto
+from zoo_models import ZOO
 
 # ONNX op -> CUDA kernel class, where the names differ.
 KERNEL_CLASS = {
@@ -81,6 +82,16 @@ def test_parser_reads_known_kernels(cuda_kernels):
     assert not any(name.startswith("Bitwise") for _, name in cuda_kernels)
 
 
+def all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                nodes.extend(all_nodes(sub))
+    return nodes
+
+
 def input_types(model: onnx.ModelProto) -> dict[str, int]:
     inferred = onnx.shape_inference.infer_shapes(model)
     graph = inferred.graph
@@ -92,11 +103,21 @@ def input_types(model: onnx.ModelProto) -> dict[str, int]:
 
 @pytest.mark.parametrize("name", ["mnist_cnn", "mobilenet_nested", "gaussian_dropout"])
 def test_every_op_has_a_cuda_kernel(name, exports, cuda_kernels):
-    model = exports.get(name).onnx_model
+    assert_cuda_kernels(exports.get(name).onnx_model, cuda_kernels)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO))
+def test_every_op_of_the_zoo_has_a_cuda_kernel(name, zoo, cuda_kernels):
+    assert_cuda_kernels(zoo.get(name).onnx_model, cuda_kernels)
+
+
+def assert_cuda_kernels(model: onnx.ModelProto, cuda_kernels) -> None:
+    """Every node (subgraphs included) has a CUDA kernel for its first input's type."""
     types = input_types(model)
     missing, untyped = set(), set()
     unsigned_arithmetic = {TensorProto.UINT32: 0, TensorProto.UINT64: 0}
-    for node in model.graph.node:
+    for node in all_nodes(model.graph):
         assert node.op_type not in FORBIDDEN
         assert node.domain in ("", "ai.onnx")
         if node.op_type in SHARED_CLASSES:

@@ -104,3 +104,16 @@ def test_spatial_dropout_1d_drops_whole_channels():
     (site,) = result.metadata.dropout_sites
     assert site.kind == "spatial_dropout" and site.mask_shape == (1, 8)  # one value per channel
     assert any("same masks" in line for line in result.report)
+
+
+def test_zero_padding_before_max_pooling_validates():
+    """ONNX Runtime would fold the padding into the pooling's -inf padding (ResNetV2's stem)."""
+    k = keras()
+    L = k.layers
+    model = k.Sequential([k.Input((12, 12, 3)), L.Conv2D(6, 3), L.ZeroPadding2D(1),
+                          L.MaxPooling2D(3, strides=2), L.Flatten(), L.Dropout(0.3),
+                          L.Dense(3, activation="softmax")])
+    result = build(model, ExportOptions(validation_passes=50))
+    ops = {node.op_type for node in result.model.graph.node}
+    assert "MaxPool" in ops and "Pad" not in ops
+    assert any(line.startswith("dropout off") for line in result.report)

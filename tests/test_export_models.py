@@ -49,9 +49,7 @@ PARITY_SEEDS = (0, 2**40 + 123)
 
 def keras_dropout_layers(model) -> list:
     """Stochastic layers found by walking the model ourselves (not with export.convert's walk)."""
-    from export import convert
-
-    keras = convert.keras
+    from export.backend import keras
 
     kinds = (keras.layers.Dropout, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
              keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
@@ -201,7 +199,7 @@ def test_statistics_outputs_match_numpy(name, exports):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_parity_with_keras_for_given_masks(name, exports):
-    from export import convert
+    from export.reference import keras_with_masks
 
     exported = exports.get(name)
     model, sites = exported.keras_model, list(exported.metadata.dropout_sites)
@@ -211,7 +209,7 @@ def test_parity_with_keras_for_given_masks(name, exports):
         for t in PARITY_PASSES:
             got = exported.passes(images, seed, t, 1)[:, 0]
             muls, adds = masks_for(sites, seed, t)
-            want = as_classes(convert.keras_with_masks(model, images, head, muls, adds),
+            want = as_classes(keras_with_masks(model, images, head, sites, muls, adds),
                               EXPECTED_HEAD[name])
             np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=f"seed {seed} pass {t}")
             if name in SEQUENTIAL:

@@ -19,7 +19,9 @@ SCORER = ["scorer", "scorer.cli", "scorer.scoring", "scorer.session", "scorer.co
           "scorer.table", "scorer.rundir", "scorer.h5write", "scorer.pipeline", "scorer.metrics",
           "scorer.contract", "scorer.progress"]
 EXPORT_LIGHT = ["export", "export.errors", "export.cli", "export.hashing", "export.masks",
-                "export.reduce", "export.stochastic", "export.builder"]
+                "export.reduce", "export.stochastic", "export.builder", "export.graph",
+                "export.captures", "export.erfc", "export.unsupported", "export.prune", "export.cost",
+                "export.report", "export.memory", "export.pad_pool"]
 PROBE = """
 import importlib, json, sys
 from click.testing import CliRunner
