@@ -40,6 +40,10 @@ STAT_OUTPUTS = {
     "values": (OUTPUT_SUM, OUTPUT_M2),
 }
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+DISABLED_OPTIMIZERS = ["Pad_Fusion"]
+"""ONNX Runtime 1.31 folds a zero Pad into the following MaxPool, whose padding counts as -inf:
+wrong numbers for graphs exported before mcd-export wrote such padding as a Concat of zeros
+(``export.pad_pool``)."""
 
 
 @contextlib.contextmanager
@@ -144,7 +148,7 @@ def open_session(model: Path, device: str = "auto", threads: int | None = None) 
     try:
         with captured_stderr() as errors:
             session = ort.InferenceSession(data, options, providers=[CUDA, CPU] if want_cuda
-                                           else [CPU])
+                                           else [CPU], disabled_optimizers=DISABLED_OPTIMIZERS)
     except Exception as error:  # onnxruntime raises its own unexported exception types
         raise ModelError(f"{model} is not a loadable ONNX model: {error}") from error
     provider = session.get_providers()[0]

@@ -144,14 +144,15 @@ def test_multilabel_sums_do_not_depend_on_the_batch(zoo):
             assert np.array_equal(a[i], b[0])
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet50"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet50", "multilabel_cnn"])
 def test_mcd_score_scores_a_zoo_model(name, zoo, tmp_path):
-    """mcd-score runs the file on image files, with the scaling the metadata records."""
+    """mcd-score runs the file on image files, with the scaling the metadata records; for the
+    multi-label head, its per-label Bernoulli metrics equal a numpy computation from the passes."""
     import h5py
     from PIL import Image
-    from scorer.score import ScoreOptions, score
 
     from export.api import save
+    from scorer.scoring import ScoreOptions, score
 
     exported = zoo.get(name)
     path = tmp_path / f"{name}.onnx"
@@ -164,8 +165,19 @@ def test_mcd_score_scores_a_zoo_model(name, zoo, tmp_path):
     summary = score(folder, tmp_path / "out.h5", path, ScoreOptions(passes=40, device="cpu"))
     assert (summary.scored, summary.failed) == (3, 0)
     with h5py.File(tmp_path / "out.h5", "r") as file:
-        mean = file["mean"][:]
+        data = {name: file[name][:] for name in file if file[name].ndim >= 1}
     scale = exported.metadata.preprocessing.scale
-    want = exported.passes(raw.astype(np.float32) * np.float32(scale), seed=0, start=0,
-                           count=40).mean(axis=1)
-    np.testing.assert_allclose(mean, want, atol=1e-5)
+    passes = exported.passes(raw.astype(np.float32) * np.float32(scale), seed=0, start=0,
+                             count=40).astype(np.float64)
+    np.testing.assert_allclose(data["mean"], passes.mean(axis=1), atol=1e-5)
+    if exported.metadata.output_kind != "multilabel":
+        return
+    def bernoulli(p):  # nats, 0 log 0 = 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.nan_to_num(p * np.log(p)) - np.nan_to_num((1 - p) * np.log(1 - p))
+    total, aleatoric = bernoulli(passes.mean(axis=1)), bernoulli(passes).mean(axis=1)
+    np.testing.assert_allclose(data["label_entropy"], total, atol=1e-5)
+    np.testing.assert_allclose(data["label_expected_entropy"], aleatoric, atol=1e-5)
+    np.testing.assert_allclose(data["label_mutual_information"], total - aleatoric, atol=1e-5)
+    np.testing.assert_allclose(data["mutual_information"], (total - aleatoric).sum(axis=1), atol=1e-5)
+    assert (data["label_mutual_information"] > 0).any()

@@ -197,3 +197,27 @@ def test_metadata_that_does_not_match_the_graph_is_refused(model, tmp_path, chan
     with pytest.raises(ModelError) as info:
         open_session(path, "cpu")
     assert message in str(info.value) and "re-export" in str(info.value)
+
+
+def test_pad_fusion_is_off_so_zero_padding_before_max_pool_stays_zero(tmp_path):
+    """ONNX Runtime 1.31's Pad_Fusion turns Pad(0) -> MaxPool into MaxPool's -inf padding; a graph
+    with that pattern (exported before export.pad_pool) must still give max(0, x) at the border."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from scorer.session import DISABLED_OPTIMIZERS
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    pads = numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+    graph = helper.make_graph([helper.make_node("Pad", ["x", "pads"], ["p"]),
+                               helper.make_node("MaxPool", ["p"], ["y"], kernel_shape=[3, 3])],
+                              "g", [x], [y], [pads])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(proto.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=DISABLED_OPTIMIZERS)
+    out = session.run(None, {"x": -np.ones((1, 1, 4, 4), np.float32)})[0]
+    assert out[0, 0, 0, 0] == 0.0  # the padded zero wins over -1 (with Pad_Fusion on: -1)
