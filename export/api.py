@@ -16,7 +16,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from export import convert, cost, memory, preprocessing, prune, reduce, sites, stochastic, validate
+from export import (
+    convert,
+    cost,
+    memory,
+    preprocessing,
+    probe,
+    prune,
+    reduce,
+    sites,
+    stochastic,
+    validate,
+)
 from export.backend import keras, versions
 from export.errors import ExportUsageError, UnsupportedModelError
 from export.keras_model import Head, find_head, single_input_shape
@@ -189,7 +200,7 @@ def make_final(graph: Graph, plan: Plan, trunk: str) -> tuple[onnx.ModelProto, s
     if trunk == "cached":
         frontier = stochastic.find_frontier(
             graph.masked.graph, set(stochastic.mask_input_names(graph.sites)), "cached")
-        ranks = validate.frontier_ranks(graph.masked, graph.sites, frontier, plan.shape)
+        ranks = probe.frontier_ranks(graph.masked, graph.sites, frontier, plan.shape)
         if ranks is None:
             plan.warnings.append("could not cache the deterministic trunk (a tensor crossing into "
                                  "the stochastic part has no batch axis); every pass runs the "

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from export.probe import probe_tensors
 from scorer.contract import INPUT_IMAGES, INPUT_PASS_COUNT, INPUT_PASS_START, INPUT_SEED
 
 PROBE_TOP_TENSORS = 4
@@ -67,24 +67,6 @@ class Budget:
         return max(1, free // max(1, images * footprint.per_pass))
 
 
-def probe_tensors(
-    model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], names: list[str]
-) -> list[dict[str, np.ndarray]]:
-    """Values of intermediate tensors ``names`` for each feed dict, from one session of a copy of
-    ``model`` with those tensors added as outputs."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    existing = {o.name for o in copy.graph.output}
-    for name in names:
-        if name not in existing:
-            copy.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sess = ort.InferenceSession(copy.SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
-    return [dict(zip(names, sess.run(names, one), strict=True)) for one in feeds]
-
-
 def estimate(final: onnx.ModelProto, masked: onnx.ModelProto,
              shape: tuple[int, ...]) -> Footprint:
     """The :class:`Footprint` of the final graph (see module docstring); ``activations`` come from
@@ -127,4 +109,4 @@ def tensor_sizes(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
     return sizes
 
 
-__all__ = ["Budget", "Footprint", "estimate", "probe_tensors", "tensor_sizes"]
+__all__ = ["Budget", "Footprint", "estimate", "tensor_sizes"]

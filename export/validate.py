@@ -20,11 +20,11 @@ import onnx
 import onnxruntime as ort
 
 from export import reference
-from export.convert_names import ADD_INPUT, MUL_INPUT
 from export.errors import ValidationError
 from export.keras_model import Head
 from export.masks import mask_values_np
-from export.memory import Budget, Footprint, probe_tensors
+from export.memory import Budget, Footprint
+from export.probe import mask_feeds, ones_masks, session
 from scorer.contract import (
     INPUT_IMAGES,
     INPUT_PASS_COUNT,
@@ -67,14 +67,6 @@ class Validation:
         return self.budget.keras_rows(self.footprint)
 
 
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-
-
 def run_passes(
     sess: ort.InferenceSession, images: np.ndarray, seed: int, start: int, count: int,
     per_call: int | None = None,
@@ -98,22 +90,6 @@ def as_classes(values: np.ndarray, activation: str, width: int) -> np.ndarray:
     if activation == "sigmoid" and width == 1:
         return np.concatenate([1.0 - values, values], axis=-1)
     return values
-
-
-def mask_feeds(sites: Sequence[DropoutSite], value_of) -> dict[str, np.ndarray]:
-    """Feeds for the converted graph's mask inputs, ``value_of(k, site) -> (mul, add)``."""
-    feeds = {}
-    for k, site in enumerate(sites):
-        mul, add = value_of(k, site)
-        feeds[MUL_INPUT.format(k)] = mul
-        if site.kind == "alpha_dropout":
-            feeds[ADD_INPUT.format(k)] = add
-    return feeds
-
-
-def ones_masks(k: int, site: DropoutSite):
-    ones = np.ones((1, *site.mask_shape), np.float32)
-    return ones, np.zeros_like(ones)
 
 
 def check_conversion(masked: onnx.ModelProto, v: Validation) -> None:
@@ -192,20 +168,3 @@ def _close(
     return diff
 
 
-def frontier_ranks(
-    masked: onnx.ModelProto, sites: Sequence[DropoutSite], frontier: list[str],
-    shape: tuple[int, ...],
-) -> dict[str, int] | None:
-    """Ranks of the frontier tensors if all of them carry the batch on axis 0, else None."""
-    batches = (2, 3)
-    feeds = [{INPUT_IMAGES: np.zeros((batch, *shape), np.float32), **mask_feeds(sites, ones_masks)}
-             for batch in batches]
-    ranks: dict[str, int] = {}
-    for batch, values in zip(batches, probe_tensors(masked, feeds, frontier), strict=True):
-        for name, value in values.items():
-            if value.ndim == 0 or value.shape[0] != batch or not np.issubdtype(
-                value.dtype, np.floating
-            ):
-                return None
-            ranks[name] = value.ndim
-    return ranks

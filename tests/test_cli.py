@@ -29,6 +29,7 @@ HELP_CASES = {
     "mcd-score score": (main, ["score", "--help"], [*SCORE_OPTIONS, "label"]),
     "mcd-score compare": (main, ["compare", "--help"], ["REFERENCE", "NEW", "--atol", "--rtol", "--worst"]),
     "mcd-score table": (main, ["table", "--help"], ["--csv", "--parquet", "--where", "--sort", "--top"]),
+    "mcd-score report": (main, ["report", "--help"], ["RESULTS", "--json-summary", "--ood", "--images"]),
     "mcd-export": (export_main, ["--help"], ["MODEL", "OUT", "--input-size", "--color", "--scale"]),
 }
 

@@ -340,16 +340,3 @@ def test_bad_option_values_are_usage_errors(files, tmp_path):
         result = run(files["good"], tmp_path / "out.onnx", *args)
         assert result.exit_code == 2, (args, result.output)
     assert list(tmp_path.iterdir()) == []
-
-
-# ---- help -----------------------------------------------------------------------------------------
-
-OPTIONS = [opt for param in main.params if param.param_type_name == "option" for opt in param.opts]
-
-
-@pytest.mark.parametrize("option", OPTIONS)
-def test_help_lists_every_option(option):
-    result = CliRunner().invoke(main, ["--help"])
-    assert result.exit_code == 0
-    assert option in result.output
-    assert "MODEL" in result.output and "OUT" in result.output

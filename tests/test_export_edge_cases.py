@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from export.api import ExportOptions, build
 from export.cli import main
 from export.errors import UnsupportedModelError
-from export.validate import run_passes, session
+from export.probe import session
+from export.validate import run_passes
 
 FAST = ExportOptions(validation_passes=100)
 

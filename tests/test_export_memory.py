@@ -61,7 +61,8 @@ def test_validation_calls_fit_the_memory_budget(monkeypatch):
 
 
 def test_chunked_passes_equal_one_call(exports):
-    from export.validate import run_passes, session
+    from export.probe import session
+    from export.validate import run_passes
 
     exported = exports.get("cnn_linear")
     sess = session(exported.onnx_model)

@@ -13,15 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("tensorflow", "keras", "tf2onnx", "ray")  # ray: only when a --ray run starts
+HEAVY = ("tensorflow", "keras", "tf2onnx", "ray", "matplotlib")  # ray: when a --ray run starts;
+# matplotlib: when a report draws its figures
 SCORER = ["scorer", "scorer.cli", "scorer.scoring", "scorer.session", "scorer.compare", "scorer.reader",
-          "scorer.merge", "scorer.isolate", "scorer.distributed.driver",
+          "scorer.merge", "scorer.isolate", "scorer.distributed.driver", "scorer.report",
+          "scorer.report.command", "scorer.report.api",
           "scorer.table", "scorer.rundir", "scorer.h5write", "scorer.pipeline", "scorer.metrics",
           "scorer.contract", "scorer.progress"]
 EXPORT_LIGHT = ["export", "export.errors", "export.cli", "export.hashing", "export.masks",
                 "export.reduce", "export.stochastic", "export.builder", "export.graph",
                 "export.captures", "export.erfc", "export.unsupported", "export.prune", "export.cost",
-                "export.report", "export.memory", "export.pad_pool"]
+                "export.report", "export.memory", "export.pad_pool", "export.probe"]
 PROBE = """
 import importlib, json, sys
 from click.testing import CliRunner
