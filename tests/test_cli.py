@@ -313,3 +313,17 @@ def test_written_files_respect_the_umask(model, digits, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "copy.onnx").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "out.h5").stat().st_mode & 0o777 == 0o640
+
+
+def test_files_from_outside_images_needs_allow_outside(model, digits, tmp_path):
+    """Issue 9.13: a list line ../../etc/shadow was read and hashed."""
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes((digits / "d0" / "0000.png").read_bytes())
+    listing = "d0/0000.png\n../elsewhere.png\n"
+    result = invoke(digits, tmp_path / "out.h5", "--model", model, "--files-from", "-", input=listing)
+    assert result.exit_code == 2 and "line 2 of the file list" in result.output
+    assert "--allow-outside" in result.output and not (tmp_path / "out.h5").exists()
+    result = invoke(digits, tmp_path / "out.h5", "--model", model, "--files-from", "-",
+                    "--allow-outside", "--passes", "2", input=listing)
+    assert result.exit_code == 0, result.output
+    assert list(read_h5(tmp_path / "out.h5")[0]["status"]) == ["ok", "ok"]

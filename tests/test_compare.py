@@ -290,3 +290,17 @@ def _changed(change) -> dict[str, object]:
     columns = make_columns()
     change(columns)
     return columns
+
+
+def test_new_lacking_a_dataset_of_the_reference_fails_and_names_it(tmp_path: Path) -> None:
+    """Issue 9.11: compare exited 0 when NEW lacked metric datasets that REFERENCE had."""
+    ref, new = pair(tmp_path)
+    with h5py.File(new, "a") as file:
+        del file["mutual_information"]
+        del file["variation_ratio"]
+    result = compare_results(ref, new)
+    assert not result.ok
+    assert result.missing_datasets == ["mutual_information", "variation_ratio"]
+    assert "new lacks datasets the reference has: mutual_information, variation_ratio" in \
+        format_comparison(result)
+    assert compare_results(new, ref).ok  # extra datasets in NEW are only noted

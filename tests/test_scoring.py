@@ -520,3 +520,23 @@ def test_empty_or_missing_folder_is_a_usage_error(model, tmp_path, case):
     assert result.exit_code == 2, result.output
     assert ("holds no files" if case == "empty" else "does not exist") in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == (["images"] if case == "empty" else [])
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_resumed_and_kept_byte_exact(model, tmp_path):
+    """Issue 9.3: such a name gave a traceback at the flush, and every later --resume failed."""
+    root = tmp_path / "images"
+    write_digits(root, per_class=2, classes=2)
+    raw = os.path.join(os.fsencode(root / "d0"), b"caf\xe9-\xff.png")
+    with open(raw, "wb") as stream:
+        stream.write((root / "d0" / "0000.png").read_bytes())
+    out = tmp_path / "out.h5"
+    interrupted_run(root, out, model)
+    score(root, out, model, ScoreOptions(passes=5, batch_size=2, workers=0, mode="resume"))
+    from scorer.reader import read_arrays
+
+    paths = list(read_arrays(out)[0]["path"])
+    assert os.fsdecode(b"d0/caf\xe9-\xff.png") in paths
+    assert [p.encode("utf-8", "surrogateescape") for p in paths if "caf" in p] == [b"d0/caf\xe9-\xff.png"]
+    whole = tmp_path / "whole.h5"
+    score(root, whole, model, ScoreOptions(passes=5, batch_size=2, workers=0))
+    assert_same_datasets(whole, out)
