@@ -24,8 +24,8 @@ import numpy as np
 import onnxruntime as ort
 import PIL
 
-from scorer import __version__
-from scorer.decode import DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
+from scorer import __version__, jpeg
+from scorer.decode import DECODERS, DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
 from scorer.errors import ImageError, OutputError, ScoreInterrupted, ScorerUsageError
 from scorer.h5write import FileHeader
 from scorer.inputs import DEFAULT_MAX_FILE_MB, ImageRef, discover, image_key, label_hint, read_file
@@ -55,6 +55,8 @@ class ScoreOptions:
     max_file_mb: int = DEFAULT_MAX_FILE_MB
     max_image_mb: int = DEFAULT_MAX_IMAGE_MB
     draft: bool = True
+    decoder: str = "auto"  # auto (libjpeg-turbo for plain JPEGs, same pixels) | pillow
+    decode_processes: bool = False  # decode in worker processes (scorer.procpool), not threads
     threads: int | None = None
     commit_seconds: float = FLUSH_SECONDS
     command: str = ""
@@ -70,6 +72,8 @@ class ScoreOptions:
             raise ScorerUsageError(f"--commit-every must be positive, got {self.commit_seconds}")
         if not 0 <= self.seed < 2**63:
             raise ScorerUsageError(f"--seed must be in 0..2**63-1, got {self.seed}")
+        if self.decoder not in DECODERS:
+            raise ScorerUsageError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
 
 
 @dataclass
@@ -142,7 +146,8 @@ def score(
             try:
                 for batch in iter_batches(refs[resumed:], settings, run_plan.batch_size,
                                           default_workers() if options.workers is None
-                                          else options.workers):
+                                          else options.workers,
+                                          processes=options.decode_processes):
                     columns = score_batch(session, batch, options.passes, options.seed,
                                           options.save_passes, run_plan)
                     writer.append(columns, len(batch))
@@ -170,7 +175,7 @@ def score(
 def decode_settings(session: ScoringSession, options: ScoreOptions) -> DecodeSettings:
     meta = session.metadata
     return DecodeSettings(meta.preprocessing, meta.layout, options.max_pixels, options.draft,
-                          options.max_file_mb << 20, options.max_image_mb << 20)
+                          options.max_file_mb << 20, options.max_image_mb << 20, options.decoder)
 
 
 def inputs_digest(refs: Sequence[ImageRef]) -> str:
@@ -213,7 +218,7 @@ def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[I
         "pass_chunk": run_plan.pass_chunk,
         "versions": {
             "mcd-score": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__, "Pillow": PIL.__version__,
+            "h5py": h5py.__version__, "Pillow": PIL.__version__, "simplejpeg": jpeg.version(),
             "python": platform.python_version()},
         "command": options.command,
         "start_time": now(),
