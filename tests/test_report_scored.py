@@ -61,6 +61,6 @@ def test_regression_reference_reports(tmp_path: Path) -> None:
     summary = write_report(REFERENCE, tmp_path / "ref.html",
                            ReportOptions(ood_labels=("other",), json_summary=tmp_path / "ref.json"))
     numbers = summary.numbers
-    assert numbers["results"]["rows"] == 15 and numbers["failures"] == {"decode error": 1}
+    assert numbers["results"]["rows"] == 15 and numbers["failures"] == {"truncated": 1}
     assert numbers["labels"]["ood"] == 2 and numbers["labels"]["class"] == 12
     assert_summary_matches(numbers, expected_summary(REFERENCE, ("other",)), tolerance=1e-7)
