@@ -44,7 +44,7 @@ FILE_SIZE = 320
 # few percent of an end-to-end run, few enough that a round takes under a minute per model.
 IMAGES = {"mnist": {"model": 8192, "keras": 8192, "e2e": 16384, "loop": 64},
           "cnn": {"model": 256, "keras": 256, "e2e": 256, "loop": 64},
-          "mobilenet": {"model": 1024, "keras": 1024, "e2e": 4096, "loop": 8}}
+          "mobilenet": {"model": 1024, "keras": 1024, "e2e": 4096, "loop": 4}}
 COLUMNS = ("keras-loop", "keras-mc", "ort-single", "mcd-model", "mcd-e2e")
 
 
@@ -181,7 +181,7 @@ def bench_model(name: str, passes: int, rounds: int, work: Path, photos: list[Pa
         print(f"  {name} round {round_ + 1}: " + ", ".join(f"{c} {best[c]:.1f}" for c in COLUMNS),
               file=sys.stderr, flush=True)
     _, stages = max(extra["stages"], key=lambda pair: pair[0])
-    costs = image_costs(extra["refs"][:300], extra["pre"])
+    costs = image_costs(extra["refs"][:2048], extra["pre"])
     return {"model": name, "passes": passes, **best, "plan": extra["plan"],
             "e2e-images": IMAGES[name]["e2e"], "stages": stages.shares(),
             "stage-seconds": stages.seconds, "e2e-seconds": stages.total, "costs": costs,
