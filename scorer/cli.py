@@ -97,8 +97,9 @@ def main() -> None:
               help="Let --files-from name files outside IMAGES (refused by default).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Image decoding threads (or processes). [default: CPUs, at most 8]")
-@click.option("--decode-processes", is_flag=True,
-              help="Decode in worker processes (rows in shared memory) instead of threads.")
+@click.option("--decode-processes/--decode-threads", default=True, show_default=True,
+              help="Decode in worker processes (rows in shared memory; where the OS allows) or "
+                   "in threads.")
 @click.option("--decoder", type=click.Choice(["auto", "pillow"]), default="auto", show_default=True,
               help="auto: libjpeg-turbo for plain JPEGs (the same pixels as Pillow, faster), Pillow "
                    "for the rest; pillow: Pillow for every file.")

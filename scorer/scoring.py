@@ -56,7 +56,7 @@ class ScoreOptions:
     max_image_mb: int = DEFAULT_MAX_IMAGE_MB
     draft: bool = True
     decoder: str = "auto"  # auto (libjpeg-turbo for plain JPEGs, same pixels) | pillow
-    decode_processes: bool = False  # decode in worker processes (scorer.procpool), not threads
+    decode_processes: bool = True  # decode in worker processes (scorer.procpool) where available
     threads: int | None = None
     commit_seconds: float = FLUSH_SECONDS
     command: str = ""

@@ -199,3 +199,30 @@ def test_sigterm_ends_a_run_decoding_in_processes_within_seconds(tmp_path):
             process.kill()
     assert process.returncode == 130, process.stderr.read()
     assert gone(pids)
+
+
+@pytest.mark.parametrize("flags", [["--decode-processes"], ["--decoder", "pillow"],
+                                   ["--decode-processes", "--decoder", "pillow", "--workers", "3"]])
+def test_scores_do_not_depend_on_the_decoder_or_where_it_runs(tmp_path, flags):
+    """The regression images (PNG digits, a JPEG photo, a PNG photo, a broken JPEG) scored with
+    the defaults (threads, libjpeg-turbo) and with ``flags``: every dataset bit for bit."""
+    import h5py
+    from click.testing import CliRunner
+
+    from scorer.cli import main
+
+    data = ROOT / "tests" / "data" / "regression"
+    outputs = []
+    for name, extra in (("default", []), ("other", flags)):
+        out = tmp_path / f"{name}.h5"
+        result = CliRunner().invoke(main, [str(data / "images"), str(out), "--model",
+                                           str(data / "model.onnx"), "--passes", "20",
+                                           "--device", "cpu", "--save-passes", "-q", *extra])
+        assert result.exit_code == 3, result.output  # broken.jpg fails on purpose
+        outputs.append(out)
+
+    with h5py.File(outputs[0]) as default, h5py.File(outputs[1]) as other:
+        assert set(default) == set(other)
+        for name in default:
+            np.testing.assert_array_equal(default[name][()], other[name][()], err_msg=name)
+        assert list(default["status"].asstr()[()]).count("truncated") == 1
