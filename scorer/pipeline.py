@@ -140,8 +140,8 @@ def load(ref: ImageRef, settings: DecodeSettings, out: np.ndarray | None = None)
 
 
 def iter_batches(refs: Sequence[ImageRef], settings: DecodeSettings, batch_size: int,
-                 workers: int, prefetch: int | None = None, processes: bool = False
-                 ) -> Iterator[Batch]:
+                 workers: int, prefetch: int | None = None, processes: bool = False,
+                 pool: procpool.ProcessPool | None = None) -> Iterator[Batch]:
     """Read, hash and decode ``refs`` into batches, in input order.
 
     Results do not depend on ``workers``, ``processes`` or ``batch_size`` (beyond how rows are
@@ -156,6 +156,8 @@ def iter_batches(refs: Sequence[ImageRef], settings: DecodeSettings, batch_size:
         prefetch: Batches decoded ahead of the consumer (default 2); ignored when ``workers`` is 0.
         processes: Decode in ``workers`` processes (:mod:`scorer.procpool`) instead of threads,
             where :func:`scorer.procpool.available`; started at the first batch.
+        pool: Processes already started (:func:`start_processes`) to use instead; the
+            iterator closes them when it ends (or is closed).
 
     Raises:
         ValueError: An argument is out of range (raised at the call, not at the first batch).
@@ -168,11 +170,22 @@ def iter_batches(refs: Sequence[ImageRef], settings: DecodeSettings, batch_size:
     if prefetch < 1:
         raise ValueError(f"prefetch must be >= 1, got {prefetch}")
     chunks = (refs[start:start + batch_size] for start in range(0, len(refs), batch_size))
+    rows = min(batch_size, len(refs)) or 1
+    if pool is not None:
+        return _in_processes(chunks, settings, rows, pool, prefetch)
     if workers == 0:
         return (_inline(chunk, settings) for chunk in chunks)
     if processes and procpool.available():
-        return _in_processes(chunks, settings, min(batch_size, len(refs)) or 1, workers, prefetch)
+        return _in_processes(chunks, settings, rows, None, prefetch, workers)
     return _threaded(chunks, settings, workers, prefetch)
+
+
+def start_processes(workers: int, processes: bool) -> procpool.ProcessPool | None:
+    """Start the decode processes :func:`iter_batches` will use, early (so that their start-up
+    overlaps the model loading), or ``None`` when decoding will not run in processes."""
+    if not processes or workers < 1 or not procpool.available():
+        return None
+    return procpool.ProcessPool(workers)
 
 
 def _inline(chunk: Sequence[ImageRef], settings: DecodeSettings) -> Batch:
@@ -235,8 +248,9 @@ def _threaded(chunks: Iterator[Sequence[ImageRef]], settings: DecodeSettings, wo
 
 
 def _in_processes(chunks: Iterator[Sequence[ImageRef]], settings: DecodeSettings,
-                  batch_size: int, workers: int, prefetch: int) -> Iterator[Batch]:
-    pool = procpool.ProcessPool(settings, workers, batch_size, prefetch)
+                  batch_size: int, pool: procpool.ProcessPool | None, prefetch: int,
+                  workers: int = 0) -> Iterator[Batch]:
+    pool = pool or procpool.ProcessPool(workers)
     pending: deque[tuple[Sequence[ImageRef], int, list]] = deque()
     free = list(range(prefetch))
 
@@ -246,6 +260,7 @@ def _in_processes(chunks: Iterator[Sequence[ImageRef]], settings: DecodeSettings
             pending.append((chunk, slot, pool.submit(slot, chunk)))
 
     try:
+        pool.start(settings, batch_size, prefetch)
         submit_ahead()
         while pending:
             chunk, slot, tickets = pending.popleft()

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -88,29 +89,41 @@ def shared_buffer(size: int) -> int:
 
 
 class ProcessPool:
-    """``processes`` decode workers writing rows into ``slots`` slots of ``rows`` rows each.
+    """``processes`` decode workers writing rows into slots of one shared buffer.
+
+    The processes start at once (their interpreter start-up can overlap the model loading);
+    :meth:`start` then sizes the buffer for ``slots`` batches of ``rows`` rows and sends the
+    decode settings. A pool that is never closed is killed when it is garbage-collected or at
+    exit.
 
     Args:
-        settings: A :class:`scorer.pipeline.DecodeSettings`.
         processes: Worker processes (at least 1).
-        rows: Rows per slot (the batch size).
-        slots: Batches that can be in flight at once.
     """
 
-    def __init__(self, settings: Any, processes: int, rows: int, slots: int) -> None:
-        self.shape = settings.row_shape
-        self.row_bytes = int(np.prod(self.shape)) * 4
-        self.rows, self.slots = rows, slots
-        self._fd = shared_buffer(self.row_bytes * rows * slots)
-        self._buffer = mmap.mmap(self._fd, max(self.row_bytes * rows * slots, 1))
+    def __init__(self, processes: int) -> None:
+        self._fd = shared_buffer(0)
         self._workers: list[_Worker] = []
+        self._buffer: mmap.mmap | None = None
         self._next = 0
         try:
             for index in range(processes):
-                self._workers.append(_Worker(index, self._fd, settings, self.row_bytes))
+                self._workers.append(_Worker(index, self._fd))
         except BaseException:
             self.close()
             raise
+        self._finalizer = weakref.finalize(self, _kill_all, list(self._workers))
+
+    def start(self, settings: Any, rows: int, slots: int) -> None:
+        """Size the buffer for ``slots`` batches of ``rows`` rows and send ``settings`` (a
+        :class:`scorer.pipeline.DecodeSettings`) to the workers."""
+        self.shape = settings.row_shape
+        self.row_bytes = int(np.prod(self.shape)) * 4
+        self.rows, self.slots = rows, slots
+        size = max(self.row_bytes * rows * slots, 1)
+        os.ftruncate(self._fd, size)
+        self._buffer = mmap.mmap(self._fd, size)
+        for worker in self._workers:
+            worker.send((settings, self.row_bytes))
 
     def slot(self, index: int) -> np.ndarray:
         """The ``float32`` rows of slot ``index``, ``[rows, *row_shape]`` (a view of the buffer)."""
@@ -144,13 +157,15 @@ class ProcessPool:
     def close(self) -> None:
         """Kill the workers (waiting at most a second for one stuck in a read) and free the
         buffer."""
-        for worker in self._workers:
-            worker.kill()
-        for worker in self._workers:
-            worker.reap()
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()  # kills the workers, once
+        else:
+            _kill_all(self._workers)
         self._workers = []
-        with contextlib.suppress(BufferError, ValueError):
-            self._buffer.close()  # views still held by the caller keep the memory alive
+        if self._buffer is not None:
+            with contextlib.suppress(BufferError, ValueError):
+                self._buffer.close()  # views still held by the caller keep the memory alive
         with contextlib.suppress(OSError):
             os.close(self._fd)
 
@@ -159,10 +174,17 @@ class ProcessPool:
         return [worker.process.pid for worker in self._workers]
 
 
+def _kill_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.kill()
+    for worker in workers:
+        worker.reap()
+
+
 class _Worker:
     """One worker process, its task pipe, and a thread reading its answers into a queue."""
 
-    def __init__(self, index: int, fd: int, settings: Any, row_bytes: int) -> None:
+    def __init__(self, index: int, fd: int) -> None:
         answers_read, answers_write = os.pipe()
         package_root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -178,7 +200,6 @@ class _Worker:
         self.index = index
         self._answers = os.fdopen(answers_read, "rb")
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.send((settings, row_bytes))
         threading.Thread(target=self._read, name=f"mcd-decode-reader-{index}", daemon=True).start()
 
     def send(self, message: Any) -> None:
@@ -238,11 +259,15 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _serve(tasks: BinaryIO, answers: BinaryIO, buffer: mmap.mmap) -> None:
+def _serve(tasks: BinaryIO, answers: BinaryIO, fd: int) -> None:
     from scorer import pipeline
 
     pipeline.lower_priority(thread=False)
-    settings, row_bytes = read_message(tasks)
+    first = read_message(tasks)
+    if first is None:
+        return
+    settings, row_bytes = first
+    buffer = mmap.mmap(fd, os.fstat(fd).st_size)  # sized by the parent before it sent them
     shape = settings.row_shape
     while (task := read_message(tasks)) is not None:
         base, rows = task
@@ -273,9 +298,8 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, answers_fd, parent = (int(value) for value in argv)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    buffer = mmap.mmap(fd, os.fstat(fd).st_size)
     with os.fdopen(answers_fd, "wb") as answers:
-        _serve(sys.stdin.buffer, answers, buffer)
+        _serve(sys.stdin.buffer, answers, fd)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from scorer.errors import ImageError, OutputError, ScoreInterrupted, ScorerUsage
 from scorer.h5write import FileHeader
 from scorer.inputs import DEFAULT_MAX_FILE_MB, ImageRef, discover, image_key, label_hint, read_file
 from scorer.passes import Plan, plan, score_batch
-from scorer.pipeline import DecodeSettings, default_workers, iter_batches
+from scorer.pipeline import DecodeSettings, default_workers, iter_batches, start_processes
 from scorer.rundir import RunDir, parts_path
 from scorer.schema import STATUS_OK
 from scorer.segments import FLUSH_SECONDS
@@ -129,6 +129,8 @@ def score(
     started = time.monotonic()
     refs = discover(images) if isinstance(images, Path) else list(images)
     notes = [hint] if isinstance(images, Path) and (hint := label_hint(refs, images)) else []
+    workers = default_workers() if options.workers is None else options.workers
+    pool = start_processes(workers, options.decode_processes)  # starts while the model loads
     session = open_session(model, options.device, options.threads)
     run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
                     session.provider)
@@ -144,10 +146,8 @@ def score(
         failed = 0
         with interruptible():
             try:
-                for batch in iter_batches(refs[resumed:], settings, run_plan.batch_size,
-                                          default_workers() if options.workers is None
-                                          else options.workers,
-                                          processes=options.decode_processes):
+                for batch in iter_batches(refs[resumed:], settings, run_plan.batch_size, workers,
+                                          pool=pool):
                     columns = score_batch(session, batch, options.passes, options.seed,
                                           options.save_passes, run_plan)
                     writer.append(columns, len(batch))

@@ -10,6 +10,7 @@ For each model (T passes per image), images per second of:
   mcd-model    mcd-score's graph and run loop on decoded arrays (T passes, trunk cached)
   mcd-e2e      mcd-score end to end: JPEG files on disk -> decode -> ONNX -> HDF5, start-up
                and the final merge included, default settings
+  e2e-1k       the same on the first 1,024 files only, where start-up and the merge weigh more
 The columns are measured in interleaved rounds (every column once per round) and each reports
 its best round, so a slow moment of this shared machine does not land on one column only.
 Then the stage breakdown (scripts/bench_stages.py): CPU per image of each decoding step, and the
@@ -45,7 +46,8 @@ FILE_SIZE = 320
 IMAGES = {"mnist": {"model": 8192, "keras": 8192, "e2e": 16384, "loop": 64},
           "cnn": {"model": 256, "keras": 256, "e2e": 256, "loop": 64},
           "mobilenet": {"model": 1024, "keras": 1024, "e2e": 4096, "loop": 4}}
-COLUMNS = ("keras-loop", "keras-mc", "ort-single", "mcd-model", "mcd-e2e")
+COLUMNS = ("keras-loop", "keras-mc", "ort-single", "mcd-model", "mcd-e2e", "e2e-1k")
+SMALL_RUN = 1024  # images of the e2e-1k column: a small folder, as in issue 13 (1,088 photos)
 
 
 def build(name: str):
@@ -159,11 +161,16 @@ def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dic
         stages.append((len(refs) / seconds, measured))
         return len(refs) / seconds
 
+    def e2e_small() -> float:
+        few = refs[:SMALL_RUN]
+        options = ScoreOptions(passes=passes, device="cpu", mode="overwrite")
+        return len(few) / score_with_stages(few, work / f"{name}-1k.h5", path, options)[0]
+
     calls = {"keras-loop": lambda: rate(keras_loop, counts["loop"]),
              "keras-mc": lambda: rate(lambda: keras_mc.run(keras_files), len(keras_files)),
              "ort-single": lambda: rate(ort_single, len(x)),
              "mcd-model": lambda: rate(mcd_model, len(x)),
-             "mcd-e2e": mcd_e2e}
+             "mcd-e2e": mcd_e2e, "e2e-1k": e2e_small}
     extra = {"plan": f"batch {run_plan.batch_size}, {run_plan.pass_chunk} passes/call",
              "stages": stages, "pre": pre, "refs": refs, "model_path": path}
     return calls, extra
@@ -270,10 +277,14 @@ def print_report(rows: list[dict], memory, passes: int) -> None:
     print(f"\n{'model':10s}" + "".join(f"{c:>12s}" for c in COLUMNS) + "   (images/s)")
     for row in rows:
         print(f"{row['model']:10s}" + "".join(f"{row[c]:12.1f}" for c in COLUMNS))
-    print(f"\n{'model':10s} {'e2e/single':>10s} {'e2e/model':>10s} {'e2e/keras-mc':>12s} "
-          f"{'model/single':>12s} {'mc/keras-loop':>13s}   plan, end-to-end images")
+    sizes = ", ".join(f"{row['model']} {row['e2e-images']}" for row in rows)
+    print(f"(mcd-e2e: {sizes} images; e2e-1k: at most {SMALL_RUN})")
+    print(f"\n{'model':10s} {'e2e/single':>10s} {'1k/single':>10s} {'e2e/model':>10s} "
+          f"{'e2e/keras-mc':>12s} {'model/single':>12s} {'mc/keras-loop':>13s}   plan, "
+          "end-to-end images")
     for row in rows:
         print(f"{row['model']:10s} {row['mcd-e2e'] / row['ort-single']:10.2f} "
+              f"{row['e2e-1k'] / row['ort-single']:10.2f} "
               f"{row['mcd-e2e'] / row['mcd-model']:10.2f} {row['mcd-e2e'] / row['keras-mc']:12.2f} "
               f"{row['mcd-model'] / row['ort-single']:12.2f} "
               f"{row['mcd-model'] / row['keras-loop']:13.1f}   {row['plan']}, {row['e2e-images']}")

@@ -135,7 +135,8 @@ def test_a_dead_worker_is_a_clear_error(files):
 
 def test_closing_the_pool_kills_a_stopped_worker_at_once(files):
     """A worker that never answers (stopped here; a read on a hung mount in real life)."""
-    pool = ProcessPool(SETTINGS, 2, 4, 2)
+    pool = ProcessPool(2)
+    pool.start(SETTINGS, 4, 2)
     pids = pool.pids
     os.kill(pids[0], signal.SIGSTOP)
 
@@ -144,6 +145,31 @@ def test_closing_the_pool_kills_a_stopped_worker_at_once(files):
 
     assert time.monotonic() - started < 3
     assert gone(pids)
+
+
+def test_a_pool_that_is_never_used_is_killed_when_dropped():
+    """Started early by scorer.score, then an error (a bad model, a locked output) before use."""
+    pool = ProcessPool(2)
+    pids = pool.pids
+    assert all(alive(pid) for pid in pids)
+
+    del pool
+
+    assert gone(pids)
+
+
+def test_an_early_started_pool_gives_the_same_batches(files):
+    refs, _ = files
+    pool = ProcessPool(2)
+    pids = pool.pids
+
+    early = list(iter_batches(refs, SETTINGS, 5, workers=2, pool=pool))
+    late = list(iter_batches(refs, SETTINGS, 5, workers=2, processes=True))
+
+    for ours, theirs in zip(early, late, strict=True):
+        assert ours.status == theirs.status
+        np.testing.assert_array_equal(ours.images, theirs.images)
+    assert len(pids) == 2 and gone(pids)
 
 
 def test_workers_leave_when_their_parent_is_killed(tmp_path, files):
