@@ -96,7 +96,8 @@ def main() -> None:
 @click.option("--allow-outside", is_flag=True,
               help="Let --files-from name files outside IMAGES (refused by default).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Image decoding threads (or processes). [default: CPUs, at most 8]")
+              help="Image decoding processes (threads with --decode-threads; 0: decode in the "
+                   "scoring thread). [default: CPUs, at most 8]")
 @click.option("--decode-processes/--decode-threads", default=True, show_default=True,
               help="Decode in worker processes (rows in shared memory; where the OS allows) or "
                    "in threads.")

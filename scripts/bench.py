@@ -288,7 +288,8 @@ def print_report(rows: list[dict], memory, passes: int) -> None:
               f"{row['mcd-e2e'] / row['mcd-model']:10.2f} {row['mcd-e2e'] / row['keras-mc']:12.2f} "
               f"{row['mcd-model'] / row['ort-single']:12.2f} "
               f"{row['mcd-model'] / row['keras-loop']:13.1f}   {row['plan']}, {row['e2e-images']}")
-    print("\nstage breakdown, CPU ms per image, one thread (pipelines: 2 workers, all processes)")
+    print("\nstage breakdown, CPU ms per image: single steps on one thread; pipelines through 2 "
+          "workers over 2,048 files, start-up and IPC included, all processes counted")
     names = list(rows[0]["costs"])
     print(f"{'':30s}" + "".join(f"{row['model']:>11s}" for row in rows))
     for step in names:
