@@ -96,7 +96,14 @@ def main() -> None:
 @click.option("--allow-outside", is_flag=True,
               help="Let --files-from name files outside IMAGES (refused by default).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Image decoding threads. [default: CPUs, at most 8]")
+              help="Image decoding processes (threads with --decode-threads; 0: decode in the "
+                   "scoring thread). [default: CPUs, at most 8]")
+@click.option("--decode-processes/--decode-threads", default=True, show_default=True,
+              help="Decode in worker processes (rows in shared memory; where the OS allows) or "
+                   "in threads.")
+@click.option("--decoder", type=click.Choice(["auto", "pillow"]), default="auto", show_default=True,
+              help="auto: libjpeg-turbo for plain JPEGs (the same pixels as Pillow, faster), Pillow "
+                   "for the rest; pillow: Pillow for every file.")
 @click.option("--max-memory", "max_memory_mb", type=click.IntRange(min=16), default=2048,
               show_default=True, help="Working-memory budget in MB for one ONNX call; sets how many "
               "passes run at once and the default batch size.")
@@ -130,10 +137,10 @@ def main() -> None:
 def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
                   batch_size: int | None, device: str, save_passes: bool, overwrite: bool,
                   resume: bool, files_from, allow_outside: bool, workers: int | None,
-                  max_memory_mb: int, max_pixels: int, max_file_mb: int, max_image_mb: int,
-                  no_draft: bool, commit_seconds: float, ray_address: str | None,
-                  ray_workers: int | None, ray_cpus_per_worker: float, ray_gpus_per_worker: float,
-                  shard_size: int | None, consolidate: bool, quiet: bool,
+                  decode_processes: bool, decoder: str, max_memory_mb: int, max_pixels: int,
+                  max_file_mb: int, max_image_mb: int, no_draft: bool, commit_seconds: float,
+                  ray_address: str | None, ray_workers: int | None, ray_cpus_per_worker: float,
+                  ray_gpus_per_worker: float, shard_size: int | None, consolidate: bool, quiet: bool,
                   json_summary: bool) -> None:
     """Score every image under IMAGES with MC dropout and write the uncertainty to OUT.h5.
 
@@ -149,6 +156,7 @@ def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
     options = ScoreOptions(
         passes=passes, seed=seed, batch_size=batch_size, device=device, save_passes=save_passes,
         mode="overwrite" if overwrite else "resume" if resume else "new", workers=workers,
+        decode_processes=decode_processes, decoder=decoder,
         max_memory_mb=max_memory_mb, max_pixels=max_pixels, max_file_mb=max_file_mb,
         max_image_mb=max_image_mb, draft=not no_draft, commit_seconds=commit_seconds,
         command=shlex.join(["mcd-score", *sys.argv[1:]]),

@@ -19,6 +19,11 @@ against ``max_image_bytes``, an estimate of the memory decoding and converting w
 small file that inflates to a huge image is refused); a file whose data ends early is
 ``truncated`` in every format, including the cases Pillow accepts (a PNG without its ``IEND``
 chunk, a GIF without its trailer, a WebP or BMP shorter than its header says).
+
+Decoders: with ``decoder="auto"`` (the default) a plain JPEG goes to libjpeg-turbo directly
+(:mod:`scorer.jpeg`, when simplejpeg is installed), which gives the same pixels bit for bit and
+releases the GIL; everything else, and every JPEG it does not take, goes to Pillow.
+``decoder="pillow"`` sends every file to Pillow.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import zlib
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
+from scorer import jpeg
+from scorer.complete import check_complete
 from scorer.contract import LAYOUTS, Preprocessing
 from scorer.errors import ImageError, ScorerError
 
@@ -49,6 +56,9 @@ REASON_NOT_IMAGE = "not an image"
 REASON_TRUNCATED = "truncated"
 REASON_TOO_LARGE = "too large"
 REASON_DECODE = "decode error"
+
+DECODERS = ("auto", "pillow")
+"""``auto``: libjpeg-turbo for plain JPEGs (same pixels), Pillow for the rest; ``pillow``: Pillow."""
 
 _RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -74,6 +84,8 @@ def decode(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft: bool = True,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_MB << 20,
+    decoder: str = "auto",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode and preprocess one image file.
 
@@ -93,19 +105,24 @@ def decode(
             before the resize; much faster for large photos, very close to a full decode.
         max_image_bytes: Largest memory decoding may take (:func:`decoding_bytes`), checked on
             the header (at the reduced JPEG size) before decoding.
+        decoder: ``"auto"`` or ``"pillow"`` (:data:`DECODERS`); both give the same pixels.
+        out: Where to write the row (``float32``, :func:`output_shape`), e.g. a row of a batch
+            in shared memory; a new array when ``None``. Left unspecified if decoding fails.
 
     Returns:
-        ``float32`` ``[H, W, C]`` for ``NHWC`` or ``[C, H, W]`` for ``NCHW``; ``C`` is 1 for
-        grayscale, 3 for rgb.
+        ``float32`` ``[H, W, C]`` for ``NHWC`` or ``[C, H, W]`` for ``NCHW`` (``out`` if given);
+        ``C`` is 1 for grayscale, 3 for rgb.
 
     Raises:
         ImageError: ``reason`` is ``"empty file"``, ``"not an image"``, ``"truncated"``,
             ``"too large"`` or ``"decode error"``.
-        ValueError: ``layout`` is not one of ``NHWC``, ``NCHW``.
+        ValueError: ``layout`` or ``decoder`` is not one of its values.
         ScorerError: ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` was switched on by someone.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r} is not one of {LAYOUTS}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder {decoder!r} is not one of {DECODERS}")
     if not data:
         raise ImageError(REASON_EMPTY, "the file has zero bytes")
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -113,16 +130,20 @@ def decode(
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True, so truncated files would be scored as "
             "if whole; leave it False"
         )
+    if decoder == "auto" and jpeg.available():
+        fast = _decode_jpeg(data, pre, max_pixels, draft, max_image_bytes)
+        if fast is not None:
+            return _normalise(_resize_8bit(fast, pre), pre, layout, out)
     try:
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            _check_complete(data, "WEBP")  # libwebp refuses a short file before Pillow can say why
+            check_complete(data, "WEBP")  # libwebp refuses a short file before Pillow can say why
         image = _open(data, max_pixels)
         with image:
             if draft and isinstance(image, JpegImagePlugin.JpegImageFile):
                 _draft(image, pre)
             _check_memory(image, pre, max_image_bytes)
             _load(image)
-            _check_complete(data, image.format)
+            check_complete(data, image.format)
             pixels = _to_pixels(image, pre)
     except ImageError:
         raise
@@ -133,7 +154,31 @@ def decode(
     except Exception as error:  # anything else Pillow raises on bad data
         reason = REASON_TRUNCATED if "truncated" in str(error).lower() else REASON_DECODE
         raise ImageError(reason, f"{type(error).__name__}: {error}") from error
-    return _normalise(pixels, pre, layout)
+    return _normalise(pixels, pre, layout, out)
+
+
+def _decode_jpeg(data: bytes, pre: Preprocessing, max_pixels: int, draft: bool,
+                 max_image_bytes: int) -> np.ndarray | None:
+    """A plain JPEG through libjpeg-turbo, ``uint8`` in the model's colour mode, oriented;
+    ``None`` hands the file to Pillow (not a plain JPEG, over a limit, or any error), so
+    failures keep Pillow's exact status and reason."""
+    try:
+        info = jpeg.probe(data)
+        pillow_limit = Image.MAX_IMAGE_PIXELS or max_pixels
+        if info is None or info.width * info.height > min(max_pixels, pillow_limit):
+            return None
+        gray = info.gray or (draft and pre.color_mode == "grayscale")  # as JpegImageFile.draft
+        scale = jpeg.draft_scale(info, pre.width, pre.height) if draft else 1
+        need = decoding_bytes("L" if gray else "RGB", jpeg.scaled_size(info, scale),
+                              pre.color_mode, info.transposed)
+        if need > max_image_bytes:
+            return None
+        pixels = jpeg.decode_pixels(data, info, gray, scale)
+    except Exception:  # noqa: BLE001 - anything unexpected: Pillow decodes the file
+        return None
+    if pixels is None or gray == (pre.color_mode == "grayscale"):
+        return pixels
+    return np.asarray(_to_8bit(Image.fromarray(pixels), "L" if pre.color_mode == "grayscale" else "RGB"))
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -193,55 +238,6 @@ def _header_orientation(image: Image.Image) -> int:
         return 1
 
 
-def _check_complete(data: bytes, fmt: str | None) -> None:
-    """Raise ``truncated`` for files that end early in ways Pillow decodes without complaint."""
-    missing = None
-    if fmt == "PNG" and not _png_has_end(data):
-        missing = "its IEND chunk"
-    elif fmt == "GIF" and not _gif_has_trailer(data):
-        missing = "its trailer"
-    elif fmt == "WEBP" and int.from_bytes(data[4:8], "little") + 8 > len(data):
-        missing = "part of the RIFF data its header announces"
-    elif fmt == "BMP" and int.from_bytes(data[2:6], "little") > len(data):
-        missing = "part of the data its header announces"
-    if missing:
-        raise ImageError(REASON_TRUNCATED, f"the {fmt} file ends early: it lacks {missing}")
-
-
-def _png_has_end(data: bytes) -> bool:
-    """Whether the chunks lead to a whole ``IEND`` chunk (length, type and CRC: 12 bytes)."""
-    position = 8
-    while position + 12 <= len(data):
-        length = int.from_bytes(data[position:position + 4], "big")
-        if data[position + 4:position + 8] == b"IEND":
-            return True
-        position += 12 + length
-    return False
-
-
-def _gif_has_trailer(data: bytes) -> bool:
-    """Whether the blocks after the colour table lead to the trailer (``0x3B``) before the end."""
-    position = 13 + _gif_color_table_bytes(data[10:11])
-    while position < len(data):
-        block = data[position]
-        if block == 0x3B:
-            return True
-        if block == 0x21:  # extension: introducer and label, then data sub-blocks
-            position += 2
-        elif block == 0x2C:  # image: descriptor, local colour table, LZW code size, data sub-blocks
-            position += 10 + _gif_color_table_bytes(data[position + 9:position + 10]) + 1
-        else:
-            return False
-        while position < len(data) and data[position]:
-            position += 1 + data[position]
-        position += 1  # the empty sub-block that ends the block
-    return False
-
-
-def _gif_color_table_bytes(flags: bytes) -> int:
-    return 3 << ((flags[0] & 7) + 1) if flags and flags[0] & 0x80 else 0
-
-
 def _draft(image: JpegImagePlugin.JpegImageFile, pre: Preprocessing) -> None:
     """Ask libjpeg to decode at the smallest DCT scale still at least the target size."""
     try:
@@ -268,7 +264,8 @@ def _load(image: Image.Image) -> None:
 
 
 def _to_pixels(image: Image.Image, pre: Preprocessing) -> np.ndarray:
-    """Orient, convert and resize; ``float32`` ``[H, W, C]`` in ``0..255``."""
+    """Orient, convert and resize; ``[H, W, C]`` in ``0..255`` (``uint8``, or ``float32`` for
+    high-depth images)."""
     image = ImageOps.exif_transpose(image)
     size = (pre.width, pre.height)
     resample = _RESAMPLING[pre.resize_method]
@@ -278,10 +275,20 @@ def _to_pixels(image: Image.Image, pre: Preprocessing) -> np.ndarray:
             gray = gray.resize(size, resample)
         pixels = np.asarray(gray, dtype=np.float32)[:, :, None]
         return np.repeat(pixels, pre.channels, axis=2)
-    image = _to_8bit(image, "L" if pre.color_mode == "grayscale" else "RGB")
+    return _resize_8bit(_to_8bit(image, "L" if pre.color_mode == "grayscale" else "RGB"), pre)
+
+
+def _resize_8bit(image: Image.Image | np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Resize an ``L`` or ``RGB`` image (or its ``uint8`` array) to the model's size with Pillow;
+    ``uint8`` ``[H, W, C]``."""
+    if isinstance(image, np.ndarray):
+        if image.shape[:2] == (pre.height, pre.width):
+            return image[:, :, None] if image.ndim == 2 else image
+        image = Image.fromarray(image)
+    size = (pre.width, pre.height)
     if image.size != size:
-        image = image.resize(size, resample)
-    pixels = np.asarray(image, dtype=np.float32)
+        image = image.resize(size, _RESAMPLING[pre.resize_method])
+    pixels = np.asarray(image)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
@@ -309,14 +316,29 @@ def _to_8bit(image: Image.Image, mode: str) -> Image.Image:
     return image if image.mode == mode else image.convert(mode)
 
 
-def _normalise(pixels: np.ndarray, pre: Preprocessing, layout: str) -> np.ndarray:
-    """Apply ``(pixel * scale + offset - mean[c]) / std[c]`` and the layout."""
-    x = pixels * np.float32(pre.scale) + np.float32(pre.offset)
-    if pre.mean is not None:
-        x -= np.asarray(pre.mean, dtype=np.float32)
-    if pre.std is not None:
-        x /= np.asarray(pre.std, dtype=np.float32)
-    x = x.astype(np.float32, copy=False)
+def output_shape(pre: Preprocessing, layout: str) -> tuple[int, int, int]:
+    """The shape of one decoded row: ``[H, W, C]`` (``NHWC``) or ``[C, H, W]`` (``NCHW``)."""
     if layout == "NCHW":
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
-    return np.ascontiguousarray(x)
+        return pre.channels, pre.height, pre.width
+    return pre.height, pre.width, pre.channels
+
+
+def _normalise(pixels: np.ndarray, pre: Preprocessing, layout: str,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Apply ``(pixel * scale + offset - mean[c]) / std[c]`` in ``float32`` and the layout.
+
+    ``pixels`` is ``uint8`` or ``float32`` ``[H, W, C]``; the result is written into ``out`` (a
+    ``float32`` row of :func:`output_shape`, e.g. one row of a batch) or a new array. Every
+    operation is a ``float32`` operation on each value, so the numbers do not depend on where
+    they are written.
+    """
+    if out is None:
+        out = np.empty(output_shape(pre, layout), np.float32)
+    x = out.transpose(1, 2, 0) if layout == "NCHW" else out  # an [H, W, C] view of out
+    np.multiply(pixels, np.float32(pre.scale), out=x)
+    np.add(x, np.float32(pre.offset), out=x)
+    if pre.mean is not None:
+        np.subtract(x, np.asarray(pre.mean, dtype=np.float32), out=x)
+    if pre.std is not None:
+        np.divide(x, np.asarray(pre.std, dtype=np.float32), out=x)
+    return out

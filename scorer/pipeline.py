@@ -1,19 +1,24 @@
-"""Feed inference without stalls: read, hash and decode images in worker threads, in order.
+"""Feed inference without stalls: read, hash and decode images in workers, in order.
 
 :func:`iter_batches` yields :class:`Batch` objects in input order while the next ``prefetch``
 batches decode in the background, so inference and decoding overlap and at most ``prefetch + 1``
-batches of decoded pixels exist at once, however many images there are. Pillow, hashlib and
-numpy release the GIL while they work, so threads scale on the decode.
+batches of decoded pixels exist at once, however many images there are. Each row is decoded
+straight into its place in the batch (no per-image float arrays, no stacking).
 
-The workers are daemon threads: closing the iterator (Ctrl-C, SIGTERM, an error downstream)
+The workers are threads, or processes (:mod:`scorer.procpool`, rows in shared memory) when
+``processes`` is set: libjpeg-turbo, hashlib and numpy release the GIL, but the Python around
+them does not, and on a fast model the scoring thread needs that GIL too.
+
+Worker threads are daemon threads: closing the iterator (Ctrl-C, SIGTERM, an error downstream)
 returns at once, even when a worker is stuck in a read that never returns (a hung network file
-system), and such a thread cannot keep the process alive.
+system), and such a thread cannot keep the process alive. Worker processes are killed.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -22,13 +27,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scorer import procpool
 from scorer.contract import LAYOUTS, Preprocessing
-from scorer.decode import DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS, decode
+from scorer.decode import DECODERS, DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS, decode, output_shape
 from scorer.errors import ImageError
 from scorer.inputs import DEFAULT_MAX_FILE_MB, ImageRef, image_key, read_file
 from scorer.schema import STATUS_OK
 
 DEFAULT_PREFETCH = 2
+DECODE_NICENESS = 19
+"""Decode workers run at the lowest CPU priority, so that they never preempt ONNX Runtime's
+threads: a preempted thread holds up every other thread of a parallel operator. They get the
+cores whenever ONNX Runtime does not use them, and all of them while it waits for a batch."""
 
 
 @dataclass(frozen=True)
@@ -41,17 +51,17 @@ class DecodeSettings:
     draft: bool = True
     max_file_bytes: int = DEFAULT_MAX_FILE_MB << 20
     max_image_bytes: int = DEFAULT_MAX_IMAGE_MB << 20
+    decoder: str = "auto"
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout {self.layout!r} is not one of {LAYOUTS}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder {self.decoder!r} is not one of {DECODERS}")
 
     @property
     def row_shape(self) -> tuple[int, int, int]:
-        pre = self.pre
-        if self.layout == "NCHW":
-            return pre.channels, pre.height, pre.width
-        return pre.height, pre.width, pre.channels
+        return output_shape(self.pre, self.layout)
 
 
 @dataclass
@@ -89,6 +99,18 @@ class Batch:
         return len(self.refs)
 
 
+def lower_priority(thread: bool) -> None:
+    """Give the calling thread (``thread``; Linux only, where a thread has its own niceness) or
+    process :data:`DECODE_NICENESS`."""
+    try:
+        if thread and sys.platform == "linux":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
+        elif not thread:
+            os.setpriority(os.PRIO_PROCESS, 0, DECODE_NICENESS)
+    except (AttributeError, OSError):  # no priorities here: the workers run as they are
+        pass
+
+
 def default_workers() -> int:
     """Decode threads to use by default: the CPUs this process may run on, at most 8."""
     try:
@@ -98,8 +120,11 @@ def default_workers() -> int:
     return max(1, min(8, cpus))
 
 
-def load(ref: ImageRef, settings: DecodeSettings) -> Loaded:
-    """Read, hash and decode one file; a bad file gives its status instead of raising."""
+def load(ref: ImageRef, settings: DecodeSettings, out: np.ndarray | None = None) -> Loaded:
+    """Read, hash and decode one file; a bad file gives its status instead of raising.
+
+    ``out`` is where the row goes (``float32``, ``settings.row_shape``), e.g. its place in a batch.
+    """
     try:
         data = read_file(ref, settings.max_file_bytes)
     except ImageError as error:
@@ -107,24 +132,32 @@ def load(ref: ImageRef, settings: DecodeSettings) -> Loaded:
     key = image_key(data)
     try:
         pixels = decode(data, settings.pre, settings.layout, max_pixels=settings.max_pixels,
-                        draft=settings.draft, max_image_bytes=settings.max_image_bytes)
+                        draft=settings.draft, max_image_bytes=settings.max_image_bytes,
+                        decoder=settings.decoder, out=out)
     except ImageError as error:
         return Loaded(key, error.reason, error.detail or error.reason)
     return Loaded(key, pixels=pixels)
 
 
 def iter_batches(refs: Sequence[ImageRef], settings: DecodeSettings, batch_size: int,
-                 workers: int, prefetch: int | None = None) -> Iterator[Batch]:
+                 workers: int, prefetch: int | None = None, processes: bool = False,
+                 pool: procpool.ProcessPool | None = None) -> Iterator[Batch]:
     """Read, hash and decode ``refs`` into batches, in input order.
 
-    Results do not depend on ``workers`` or ``batch_size`` (beyond how rows are grouped).
+    Results do not depend on ``workers``, ``processes`` or ``batch_size`` (beyond how rows are
+    grouped).
 
     Args:
         refs: The files, in output order.
         settings: Preprocessing and limits.
         batch_size: Rows per batch (the last may be shorter).
-        workers: Decode threads; 0 decodes in the caller's thread, one batch at a time.
+        workers: Decode threads (or processes); 0 decodes in the caller's thread, one batch at a
+            time.
         prefetch: Batches decoded ahead of the consumer (default 2); ignored when ``workers`` is 0.
+        processes: Decode in ``workers`` processes (:mod:`scorer.procpool`) instead of threads,
+            where :func:`scorer.procpool.available`; started at the first batch.
+        pool: Processes already started (:func:`start_processes`) to use instead; the
+            iterator closes them when it ends (or is closed).
 
     Raises:
         ValueError: An argument is out of range (raised at the call, not at the first batch).
@@ -137,11 +170,28 @@ def iter_batches(refs: Sequence[ImageRef], settings: DecodeSettings, batch_size:
     if prefetch < 1:
         raise ValueError(f"prefetch must be >= 1, got {prefetch}")
     chunks = (refs[start:start + batch_size] for start in range(0, len(refs), batch_size))
+    rows = min(batch_size, len(refs)) or 1
+    if pool is not None:
+        return _in_processes(chunks, settings, rows, pool, prefetch)
     if workers == 0:
-        return (assemble(chunk, [load(ref, settings) for ref in chunk], settings.row_shape)
-                for chunk in chunks)
-    return _threaded(chunks, lambda ref: load(ref, settings), settings.row_shape, workers,
-                     prefetch)
+        return (_inline(chunk, settings) for chunk in chunks)
+    if processes and procpool.available():
+        return _in_processes(chunks, settings, rows, None, prefetch, workers)
+    return _threaded(chunks, settings, workers, prefetch)
+
+
+def start_processes(workers: int, processes: bool) -> procpool.ProcessPool | None:
+    """Start the decode processes :func:`iter_batches` will use, early (so that their start-up
+    overlaps the model loading), or ``None`` when decoding will not run in processes."""
+    if not processes or workers < 1 or not procpool.available():
+        return None
+    return procpool.ProcessPool(workers)
+
+
+def _inline(chunk: Sequence[ImageRef], settings: DecodeSettings) -> Batch:
+    rows = np.empty((len(chunk), *settings.row_shape), np.float32)
+    return assemble(chunk, [load(ref, settings, row) for ref, row in zip(chunk, rows, strict=True)],
+                    rows)
 
 
 class DaemonPool:
@@ -154,17 +204,18 @@ class DaemonPool:
         self._workers = workers
 
     def _work(self) -> None:
+        lower_priority(thread=True)
         while (task := self._tasks.get()) is not None:
-            future, function, argument = task
+            future, function, arguments = task
             if future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(function(argument))
+                    future.set_result(function(*arguments))
                 except BaseException as error:  # delivered to the consumer by future.result()
                     future.set_exception(error)
 
-    def submit(self, function: Callable, argument) -> Future:
+    def submit(self, function: Callable, *arguments) -> Future:
         future: Future = Future()
-        self._tasks.put((future, function, argument))
+        self._tasks.put((future, function, arguments))
         return future
 
     def shutdown(self) -> None:
@@ -172,34 +223,64 @@ class DaemonPool:
             self._tasks.put(None)
 
 
-def _threaded(chunks: Iterator[Sequence[ImageRef]], work: Callable[[ImageRef], Loaded],
-              shape: tuple[int, int, int], workers: int, prefetch: int) -> Iterator[Batch]:
+def _threaded(chunks: Iterator[Sequence[ImageRef]], settings: DecodeSettings, workers: int,
+              prefetch: int) -> Iterator[Batch]:
     pool = DaemonPool(workers)
-    pending: deque[tuple[Sequence[ImageRef], list[Future]]] = deque()
+    pending: deque[tuple[Sequence[ImageRef], np.ndarray, list[Future]]] = deque()
 
     def submit_ahead(limit: int) -> None:
         while len(pending) < limit and (chunk := next(chunks, None)) is not None:
-            pending.append((chunk, [pool.submit(work, ref) for ref in chunk]))
+            rows = np.empty((len(chunk), *settings.row_shape), np.float32)
+            pending.append((chunk, rows, [pool.submit(load, ref, settings, row)
+                                          for ref, row in zip(chunk, rows, strict=True)]))
 
     try:
         submit_ahead(prefetch)
         while pending:
-            chunk, futures = pending.popleft()
+            chunk, rows, futures = pending.popleft()
             submit_ahead(prefetch)
-            yield assemble(chunk, [future.result() for future in futures], shape)
+            yield assemble(chunk, [future.result() for future in futures], rows)
     finally:
-        for _, futures in pending:
+        for _, _, futures in pending:
             for future in futures:
                 future.cancel()
         pool.shutdown()
 
 
-def assemble(chunk: Sequence[ImageRef], loaded: list[Loaded], shape: tuple[int, int, int]) -> Batch:
+def _in_processes(chunks: Iterator[Sequence[ImageRef]], settings: DecodeSettings,
+                  batch_size: int, pool: procpool.ProcessPool | None, prefetch: int,
+                  workers: int = 0) -> Iterator[Batch]:
+    pool = pool or procpool.ProcessPool(workers)
+    pending: deque[tuple[Sequence[ImageRef], int, list]] = deque()
+    free = list(range(prefetch))
+
+    def submit_ahead() -> None:
+        while free and (chunk := next(chunks, None)) is not None:
+            slot = free.pop()
+            pending.append((chunk, slot, pool.submit(slot, chunk)))
+
+    try:
+        pool.start(settings, batch_size, prefetch)
+        submit_ahead()
+        while pending:
+            chunk, slot, tickets = pending.popleft()
+            answers = pool.collect(tickets)
+            loaded = [Loaded(key, status, reason) for _, key, status, reason in answers]
+            batch = assemble(chunk, loaded, pool.slot(slot)[:len(chunk)], copy=True)
+            free.append(slot)
+            submit_ahead()
+            yield batch
+    finally:
+        pool.close()
+
+
+def assemble(chunk: Sequence[ImageRef], loaded: list[Loaded], rows: np.ndarray,
+             copy: bool = False) -> Batch:
+    """A batch from its files, their load results and their decoded ``rows`` (``[n, *row]``,
+    the rows of failed files unspecified); ``copy`` the rows when ``rows`` will be reused."""
     ok_rows = [row for row, item in enumerate(loaded) if item.status == STATUS_OK]
-    if ok_rows:
-        images = np.stack([loaded[row].pixels for row in ok_rows])
-    else:
-        images = np.empty((0, *shape), dtype=np.float32)
+    whole = len(ok_rows) == len(chunk)
+    images = rows[ok_rows] if not whole else rows.copy() if copy else rows  # indexing copies
     return Batch(refs=list(chunk), keys=[item.key for item in loaded],
                  status=[item.status for item in loaded], images=images,
                  ok_rows=np.asarray(ok_rows, dtype=np.int64),

@@ -24,13 +24,13 @@ import numpy as np
 import onnxruntime as ort
 import PIL
 
-from scorer import __version__
-from scorer.decode import DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
+from scorer import __version__, jpeg
+from scorer.decode import DECODERS, DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
 from scorer.errors import ImageError, OutputError, ScoreInterrupted, ScorerUsageError
 from scorer.h5write import FileHeader
 from scorer.inputs import DEFAULT_MAX_FILE_MB, ImageRef, discover, image_key, label_hint, read_file
 from scorer.passes import Plan, plan, score_batch
-from scorer.pipeline import DecodeSettings, default_workers, iter_batches
+from scorer.pipeline import DecodeSettings, default_workers, iter_batches, start_processes
 from scorer.reader import open_results
 from scorer.rundir import RunDir, parts_path
 from scorer.schema import STATUS_OK
@@ -56,6 +56,8 @@ class ScoreOptions:
     max_file_mb: int = DEFAULT_MAX_FILE_MB
     max_image_mb: int = DEFAULT_MAX_IMAGE_MB
     draft: bool = True
+    decoder: str = "auto"  # auto (libjpeg-turbo for plain JPEGs, same pixels) | pillow
+    decode_processes: bool = True  # decode in worker processes (scorer.procpool) where available
     threads: int | None = None
     commit_seconds: float = FLUSH_SECONDS
     merge_in_child: bool = True  # False in Ray workers: see scorer.rundir.RunDir.finish
@@ -72,6 +74,8 @@ class ScoreOptions:
             raise ScorerUsageError(f"--commit-every must be positive, got {self.commit_seconds}")
         if not 0 <= self.seed < 2**63:
             raise ScorerUsageError(f"--seed must be in 0..2**63-1, got {self.seed}")
+        if self.decoder not in DECODERS:
+            raise ScorerUsageError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
 
 
 @dataclass
@@ -132,6 +136,8 @@ def score(
     started = time.monotonic()
     refs = discover(images) if isinstance(images, Path) else list(images)
     notes = [hint] if isinstance(images, Path) and (hint := label_hint(refs, images)) else []
+    workers = default_workers() if options.workers is None else options.workers
+    pool = start_processes(workers, options.decode_processes)  # starts while the model loads
     session = model if isinstance(model, ScoringSession) else open_session(
         model, options.device, options.threads)
     run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
@@ -148,9 +154,8 @@ def score(
         failed = 0
         with interruptible():
             try:
-                for batch in iter_batches(refs[resumed:], settings, run_plan.batch_size,
-                                          default_workers() if options.workers is None
-                                          else options.workers):
+                for batch in iter_batches(refs[resumed:], settings, run_plan.batch_size, workers,
+                                          pool=pool):
                     columns = score_batch(session, batch, options.passes, options.seed,
                                           options.save_passes, run_plan)
                     writer.append(columns, len(batch))
@@ -178,7 +183,7 @@ def score(
 def decode_settings(session: ScoringSession, options: ScoreOptions) -> DecodeSettings:
     meta = session.metadata
     return DecodeSettings(meta.preprocessing, meta.layout, options.max_pixels, options.draft,
-                          options.max_file_mb << 20, options.max_image_mb << 20)
+                          options.max_file_mb << 20, options.max_image_mb << 20, options.decoder)
 
 
 def inputs_digest(refs: Sequence[ImageRef]) -> str:
@@ -222,7 +227,7 @@ def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[I
         "pass_chunk": run_plan.pass_chunk,
         "versions": {
             "mcd-score": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__, "Pillow": PIL.__version__,
+            "h5py": h5py.__version__, "Pillow": PIL.__version__, "simplejpeg": jpeg.version(),
             "python": platform.python_version()},
         "command": options.command,
         "start_time": now(),

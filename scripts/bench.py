@@ -1,15 +1,23 @@
-"""Benchmark: MC dropout throughput of mcd-score against the anchors, measured in one run.
+"""Benchmark: MC dropout throughput of mcd-score against its anchors, all measured in one run.
 
 For each model (T passes per image), images per second of:
-  (a) keras-loop     the usual recipe: ``model(x, training=True)`` in a Python loop, T calls
-  (b) ort-naive      ONNX Runtime, T single-pass calls of the converted graph with numpy masks
-  (c) ort-replicate  ONNX Runtime, the input tiled T times in one batch (``--trunk input`` graph)
-  (d) ort-single     one deterministic ONNX Runtime pass (dropout off): the physical limit
-  (e) mcd-model      mcd-score's graph and run loop on decoded arrays (trunk cached, stats in-graph)
-  (f) mcd-e2e        mcd-score end to end: JPEG files on disk -> decode -> ONNX -> HDF5
-and peak memory (VmHWM) of (f) for N and 10*N images, each in a fresh process.
+  keras-loop   the usual recipe: ``model(x, training=True)`` T times, on arrays in memory
+  keras-mc     the best hand-written Keras MC dropout, end to end from the same JPEG files, no
+               file written (scripts/bench_keras.py: tf.data decoding in parallel, trunk once
+               per image, the dropout head T times in one vectorised batch)
+  ort-single   one deterministic ONNX Runtime pass of the plain converted model (tf2onnx,
+               dropout off, ONNX Runtime's defaults), on arrays: the physical limit
+  mcd-model    mcd-score's graph and run loop on decoded arrays (T passes, trunk cached)
+  mcd-e2e      mcd-score end to end: JPEG files on disk -> decode -> ONNX -> HDF5, start-up
+               and the final merge included, default settings
+  e2e-1k       the same on the first 1,024 files only, where start-up and the merge weigh more
+The columns are measured in interleaved rounds (every column once per round) and each reports
+its best round, so a slow moment of this shared machine does not land on one column only.
+Then the stage breakdown (scripts/bench_stages.py): CPU per image of each decoding step, and the
+scoring thread's time by stage in the best mcd-e2e run; and the peak memory of the whole process
+tree of a default run (main process and decode workers) for N and 10*N images, each fresh.
 
-Usage: python scripts/bench.py [--passes 50] [--images 128] [--models mnist,cnn,mobilenet]
+Usage: python scripts/bench.py [--passes 50] [--rounds 3] [--models mnist,cnn,mobilenet]
 """
 
 from __future__ import annotations
@@ -28,13 +36,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
+from bench_stages import STAGES, image_costs, score_with_stages  # noqa: E402
 from digits import dropout_cnn  # noqa: E402
 from PIL import Image  # noqa: E402
 
-# images per model relative to --images: enough that start-up (session, file creation) is a small
-# part of the end-to-end time of the fast models, few enough that the slow ones finish.
-IMAGE_SCALE = {"mnist": 8, "cnn": 1, "mobilenet": 2}
-E2E_IMAGES = {"mnist": 8192, "cnn": 256, "mobilenet": 1024}
+FILE_SIZE = 320
+# images per column: enough that the fixed costs (session, the final merge, ~0.3-0.5 s) stay a
+# few percent of an end-to-end run, few enough that a round takes under a minute per model.
+IMAGES = {"mnist": {"model": 8192, "keras": 8192, "e2e": 16384, "loop": 64},
+          "cnn": {"model": 256, "keras": 256, "e2e": 256, "loop": 64},
+          "mobilenet": {"model": 1024, "keras": 1024, "e2e": 4096, "loop": 4}}
+COLUMNS = ("keras-loop", "keras-mc", "ort-single", "mcd-model", "mcd-e2e", "e2e-1k")
+SMALL_RUN = 1024  # images of the e2e-1k column: a small folder, as in issue 13 (1,088 photos)
 
 
 def build(name: str):
@@ -58,186 +71,238 @@ def build(name: str):
     raise ValueError(name)
 
 
-def rate(count: int, seconds: float) -> float:
-    return count / seconds
+def export(model, name: str, work: Path) -> Path:
+    """The mcd-score graph through the public export API (MobileNet: its own [-1, 1] scaling)."""
+    from export.api import ExportOptions, build, save
+
+    scaling = {"scale": 1 / 127.5, "offset": -1.0} if name == "mobilenet" else {}
+    path = work / f"{name}.onnx"
+    save(build(model, ExportOptions(validation_passes=50, **scaling)).model, path)
+    return path
 
 
-def timed(function, count: int, repeat: int = 1) -> float:
-    function()  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return rate(count, best)
+def plain_onnx(model):
+    """The deterministic model (dropout off) as ONNX Runtime runs it with its defaults."""
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = [tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name="images")]
+    forward = tf.function(lambda images: model(images, training=False), input_signature=spec)
+    proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=17)
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def bench_model(
-    name: str, passes: int, images: int, keras_images: int, e2e_images: int, work: Path
-) -> dict:
-    import keras  # noqa: F401
-
-    from export import convert
-    from export.api import ExportOptions, save
-    from export.api import build as export_build
-    from export.masks import mask_values_np
-    from export.validate import mask_feeds, session
-    from scorer.scoring import Plan, ScoreOptions, plan, run_passes, score
-    from scorer.session import open_session
-
-    model = build(name)
-    shape = tuple(model.inputs[0].shape[1:])
-    rng = np.random.default_rng(0)
-    x = rng.random((images, *shape), dtype=np.float32)
-    row = {"model": name, "passes": passes, "images": images}
-
-    xk = x[:keras_images]
-
-    def keras_loop():
-        for _ in range(passes):
-            model(xk, training=True)
-    row["keras-loop"] = timed(keras_loop, len(xk))
-
-    cached = export_build(model, ExportOptions(validation_passes=50))
-    naive = export_build(model, ExportOptions(trunk="input", validate=False))
-    sites = list(cached.metadata.dropout_sites)
-    head = convert.find_head(model, None)
-    masked = session(convert.convert_masked(model, shape, sites, head))
-    batch = 32 if name == "mobilenet" else 256
-
-    def ort_naive():
-        for t in range(passes):
-            index = np.array([t])
-            feeds = mask_feeds(sites, lambda k, s, index=index: mask_values_np(s, k, 0, index))
-            for i in range(0, images, batch):
-                masked.run(None, {"images": x[i:i + batch], **feeds})
-    row["ort-naive"] = timed(ort_naive, images)
-
-    ones = mask_feeds(sites, lambda k, s: (np.ones((1, *s.mask_shape), np.float32),
-                                           np.zeros((1, *s.mask_shape), np.float32)))
-
-    def ort_single():
-        for i in range(0, images, batch):
-            masked.run(None, {"images": x[i:i + batch], **ones})
-    row["ort-single"] = timed(ort_single, images, repeat=3)
-
-    model_path = work / f"{name}.onnx"
-    save(cached.model, model_path)
-    naive_path = work / f"{name}_naive.onnx"
-    save(naive.model, naive_path)
-    options = ScoreOptions(passes=passes, device="cpu")
-    naive_session = open_session(naive_path, "cpu")
-    naive_plan = plan(naive_session, options)
-
-    def ort_replicate():
-        for i in range(0, images, naive_plan.batch_size):
-            run_passes(naive_session, x[i:i + naive_plan.batch_size], options, naive_plan)
-    row["ort-replicate"] = timed(ort_replicate, images)
-
-    mcd_session = open_session(model_path, "cpu")
-    mcd_plan: Plan = plan(mcd_session, options)
-    row["plan"] = f"batch {mcd_plan.batch_size}, {mcd_plan.pass_chunk} passes/call"
-
-    def mcd_model():
-        for i in range(0, images, mcd_plan.batch_size):
-            run_passes(mcd_session, x[i:i + mcd_plan.batch_size], options, mcd_plan)
-    row["mcd-model"] = timed(mcd_model, images, repeat=2)
-
-    folder = work / f"{name}_images"
-    write_photos(folder, e2e_images)
-    out = work / f"{name}.h5"
-
-    def mcd_e2e():
-        score(folder, out, model_path, ScoreOptions(passes=passes, device="cpu", mode="overwrite"))
-    row["mcd-e2e"] = timed(mcd_e2e, e2e_images)
-    row["e2e-images"] = e2e_images
-    return row
-
-
-def write_photos(folder: Path, count: int) -> None:
-    """JPEG photographs larger than any model input (crops of scikit-image's samples)."""
+def write_photos(folder: Path, count: int) -> list[Path]:
+    """JPEG photographs of 320x320 (crops of scikit-image's samples), written once."""
     import skimage.data
 
     folder.mkdir(parents=True, exist_ok=True)
-    if len(list(folder.iterdir())) == count:
-        return
     sources = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(),
                skimage.data.rocket(), skimage.data.hubble_deep_field()]
     rng = np.random.default_rng(1)
+    paths = []
     for i in range(count):
         image = sources[i % len(sources)]
         top = int(rng.integers(0, image.shape[0] - 256))
         left = int(rng.integers(0, image.shape[1] - 256))
-        crop = image[top:top + 256, left:left + 256]
-        Image.fromarray(crop).resize((320, 320)).save(folder / f"{i:06d}.jpg", quality=90)
+        path = folder / f"{i:06d}.jpg"
+        if not path.exists():
+            crop = image[top:top + 256, left:left + 256]
+            Image.fromarray(crop).resize((FILE_SIZE, FILE_SIZE)).save(path, quality=90)
+        paths.append(path)
+    return paths
 
 
-def peak_memory(model_path: Path, folder: Path, passes: int, work: Path) -> int:
-    """Peak resident memory (VmHWM) in MiB of a fresh process scoring ``folder`` end to end.
+def rate(function, count: int) -> float:
+    start = time.perf_counter()
+    function()
+    return count / (time.perf_counter() - start)
 
-    VmHWM, not ``ru_maxrss``: Linux carries ``ru_maxrss`` across ``exec`` from the forking parent,
-    so a child of this (large) benchmark process would report the parent's peak.
-    """
+
+def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dict, dict]:
+    """One callable per column (each returns images/s) and what the report needs besides."""
+    from bench_keras import KerasMC
+
+    from scorer.inputs import ImageRef
+    from scorer.passes import plan, run_passes
+    from scorer.scoring import ScoreOptions
+    from scorer.session import open_session
+
+    counts = IMAGES[name]
+    model = build(name)
+    path = export(model, name, work)
+    mcd = open_session(path, "cpu", spinning=True)  # the model alone: ONNX Runtime's defaults
+    pre = mcd.metadata.preprocessing
+    run_plan = plan(mcd.metadata, passes, 2048, None, mcd.provider)
+    shape = tuple(model.inputs[0].shape[1:])
+    x = np.random.default_rng(0).random((counts["model"], *shape), dtype=np.float32)
+    single = plain_onnx(model)
+    keras_mc = KerasMC(model, pre, passes, (FILE_SIZE, FILE_SIZE), batch_size=run_plan.batch_size)
+    refs = [ImageRef(p.name, p) for p in photos[:counts["e2e"]]]
+    keras_files = [str(p) for p in photos[:counts["keras"]]]
+    stages: list = []
+
+    def keras_loop() -> None:
+        for _ in range(passes):
+            model(x[:counts["loop"]], training=True)
+
+    def ort_single() -> None:
+        for i in range(0, len(x), run_plan.batch_size):
+            single.run(None, {"images": x[i:i + run_plan.batch_size]})
+
+    def mcd_model() -> None:
+        for i in range(0, len(x), run_plan.batch_size):
+            run_passes(mcd, x[i:i + run_plan.batch_size], passes, 0, False, run_plan)
+
+    def mcd_e2e() -> float:
+        options = ScoreOptions(passes=passes, device="cpu", mode="overwrite")
+        seconds, measured = score_with_stages(refs, work / f"{name}.h5", path, options)
+        stages.append((len(refs) / seconds, measured))
+        return len(refs) / seconds
+
+    def e2e_small() -> float:
+        few = refs[:SMALL_RUN]
+        options = ScoreOptions(passes=passes, device="cpu", mode="overwrite")
+        return len(few) / score_with_stages(few, work / f"{name}-1k.h5", path, options)[0]
+
+    calls = {"keras-loop": lambda: rate(keras_loop, counts["loop"]),
+             "keras-mc": lambda: rate(lambda: keras_mc.run(keras_files), len(keras_files)),
+             "ort-single": lambda: rate(ort_single, len(x)),
+             "mcd-model": lambda: rate(mcd_model, len(x)),
+             "mcd-e2e": mcd_e2e, "e2e-1k": e2e_small}
+    extra = {"plan": f"batch {run_plan.batch_size}, {run_plan.pass_chunk} passes/call",
+             "stages": stages, "pre": pre, "refs": refs, "model_path": path}
+    return calls, extra
+
+
+def bench_model(name: str, passes: int, rounds: int, work: Path, photos: list[Path]) -> dict:
+    calls, extra = columns(name, passes, work, photos)
+    for call in calls.values():  # warm-up: tracing, first session runs, page cache
+        call()
+    extra["stages"].clear()
+    best = dict.fromkeys(COLUMNS, 0.0)
+    for round_ in range(rounds):
+        for column in COLUMNS:
+            best[column] = max(best[column], calls[column]())
+        print(f"  {name} round {round_ + 1}: " + ", ".join(f"{c} {best[c]:.1f}" for c in COLUMNS),
+              file=sys.stderr, flush=True)
+    _, stages = max(extra["stages"], key=lambda pair: pair[0])
+    costs = image_costs(extra["refs"][:2048], extra["pre"])
+    return {"model": name, "passes": passes, **best, "plan": extra["plan"],
+            "e2e-images": IMAGES[name]["e2e"], "stages": stages.shares(),
+            "stage-seconds": stages.seconds, "e2e-seconds": stages.total, "costs": costs,
+            "model_path": str(extra["model_path"])}
+
+
+def peak_memory(model: Path, folder: Path, count: int, passes: int, work: Path) -> int:
+    """Peak memory in MiB of a fresh default run on ``count`` files: the largest sum over the
+    process tree (scorer and decode workers) of the proportional set size, sampled every 20 ms."""
     code = (
-        "from pathlib import Path; from scorer.scoring import ScoreOptions, score; "
-        f"score(Path({str(folder)!r}), Path({str(work / 'mem.h5')!r}), Path({str(model_path)!r}), "
-        f"ScoreOptions(passes={passes}, device='cpu', mode='overwrite')); "
-        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+        "import sys; from pathlib import Path; from scorer.inputs import ImageRef; "
+        "from scorer.scoring import ScoreOptions, score; "
+        f"refs = [ImageRef(p.name, p) for p in sorted(Path({str(folder)!r}).iterdir())[:{count}]]; "
+        f"score(refs, Path({str(work / 'mem.h5')!r}), Path({str(model)!r}), "
+        f"ScoreOptions(passes={passes}, device='cpu', mode='overwrite'))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(done.stdout.strip().splitlines()[-1]) // 1024
+    process = subprocess.Popen([sys.executable, "-c", code])
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, tree_pss(process.pid))
+        time.sleep(0.02)
+    if process.returncode:
+        raise RuntimeError(f"the memory run failed with exit code {process.returncode}")
+    return peak >> 10
+
+
+def tree_pss(root: int) -> int:
+    """Sum of the proportional set size (KiB) of ``root`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        pending.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passes", type=int, default=50)
-    parser.add_argument("--images", type=int, default=128,
-                        help="images per model, times 8 for mnist and 2 for mobilenet")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default="mnist,cnn,mobilenet")
     parser.add_argument("--memory-images", type=int, default=500)
+    parser.add_argument("--work", type=Path, help="keep the photos and models here")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="mcd-bench-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="mcd-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    names = args.models.split(",")
+    count = max(max(IMAGES[n]["e2e"] for n in names), 10 * args.memory_images)
+    print(f"writing {count} photographs to {work / 'photos'} ...", file=sys.stderr, flush=True)
+    photos = write_photos(work / "photos", count)
     rows = []
-    for name in args.models.split(","):
-        images = args.images * IMAGE_SCALE[name]
-        keras_images = 16 if name == "mobilenet" else 64
-        print(f"benchmarking {name} ({images} images, T={args.passes}) ...", file=sys.stderr,
+    for name in names:
+        print(f"benchmarking {name} (T={args.passes}, {args.rounds} rounds) ...", file=sys.stderr,
               flush=True)
-        rows.append(bench_model(name, args.passes, images, keras_images, E2E_IMAGES[name], work))
+        rows.append(bench_model(name, args.passes, args.rounds, work, photos))
     memory = None
-    if "mobilenet" in args.models.split(","):
+    if "mobilenet" in names:
+        model = Path(next(r["model_path"] for r in rows if r["model"] == "mobilenet"))
         small, large = args.memory_images, 10 * args.memory_images
-        write_photos(work / "mem_small", small)
-        write_photos(work / "mem_large", large)
-        model = work / "mobilenet.onnx"
-        memory = (small, peak_memory(model, work / "mem_small", args.passes, work),
-                  large, peak_memory(model, work / "mem_large", args.passes, work))
-    print_table(rows, memory, args.passes)
+        memory = (small, peak_memory(model, work / "photos", small, args.passes, work),
+                  large, peak_memory(model, work / "photos", large, args.passes, work))
+    print_report(rows, memory, args.passes)
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "memory": memory}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "memory": memory}, indent=2, default=str))
     return 0
 
 
-def print_table(rows: list[dict], memory, passes: int) -> None:
+def print_report(rows: list[dict], memory, passes: int) -> None:
     cpu = platform.processor() or platform.machine()
     print(f"\nmachine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
-          f"T={passes}, CPU execution provider")
-    columns = ["keras-loop", "ort-naive", "ort-replicate", "ort-single", "mcd-model", "mcd-e2e"]
-    print(f"\n{'model':10s}" + "".join(f"{c:>15s}" for c in columns) + "   (images/s)")
+          f"T={passes}, CPU execution provider, load average {os.getloadavg()[0]:.2f}")
+    print(f"\n{'model':10s}" + "".join(f"{c:>12s}" for c in COLUMNS) + "   (images/s)")
     for row in rows:
-        print(f"{row['model']:10s}" + "".join(f"{row[c]:15.1f}" for c in columns))
-    print(f"\n{'model':10s} {'mcd/keras':>10s} {'mcd/naive':>10s} {'mcd/single':>11s} "
-          f"{'e2e/mcd':>9s}   plan, end-to-end images")
+        print(f"{row['model']:10s}" + "".join(f"{row[c]:12.1f}" for c in COLUMNS))
+    sizes = ", ".join(f"{row['model']} {row['e2e-images']}" for row in rows)
+    print(f"(mcd-e2e: {sizes} images; e2e-1k: at most {SMALL_RUN})")
+    print(f"\n{'model':10s} {'e2e/single':>10s} {'1k/single':>10s} {'e2e/model':>10s} "
+          f"{'e2e/keras-mc':>12s} {'model/single':>12s} {'mc/keras-loop':>13s}   plan, "
+          "end-to-end images")
     for row in rows:
-        print(f"{row['model']:10s} {row['mcd-model'] / row['keras-loop']:10.1f} "
-              f"{row['mcd-model'] / row['ort-naive']:10.1f} "
-              f"{row['mcd-model'] / row['ort-single']:11.2f} "
-              f"{row['mcd-e2e'] / row['mcd-model']:9.2f}   {row['plan']}, {row['e2e-images']}")
+        print(f"{row['model']:10s} {row['mcd-e2e'] / row['ort-single']:10.2f} "
+              f"{row['e2e-1k'] / row['ort-single']:10.2f} "
+              f"{row['mcd-e2e'] / row['mcd-model']:10.2f} {row['mcd-e2e'] / row['keras-mc']:12.2f} "
+              f"{row['mcd-model'] / row['ort-single']:12.2f} "
+              f"{row['mcd-model'] / row['keras-loop']:13.1f}   {row['plan']}, {row['e2e-images']}")
+    print("\nstage breakdown, CPU ms per image: single steps on one thread; pipelines through 2 "
+          "workers over 2,048 files, start-up and IPC included, all processes counted")
+    names = list(rows[0]["costs"])
+    print(f"{'':30s}" + "".join(f"{row['model']:>11s}" for row in rows))
+    for step in names:
+        print(f"{step:30s}" + "".join(f"{row['costs'][step]:11.3f}" for row in rows))
+    print("\nstage breakdown, share of the best mcd-e2e run's wall time (scoring thread)")
+    print(f"{'':30s}" + "".join(f"{row['model']:>11s}" for row in rows))
+    for stage in STAGES:
+        print(f"{stage:30s}" + "".join(f"{100 * row['stages'][stage]:10.1f}%" for row in rows))
+    print(f"{'(run seconds)':30s}" + "".join(f"{row['e2e-seconds']:11.2f}" for row in rows))
     if memory:
         small, small_mb, large, large_mb = memory
-        print(f"\npeak memory (VmHWM), mobilenet end to end: {small} images {small_mb} MiB, "
-              f"{large} images {large_mb} MiB, ratio {large_mb / small_mb:.2f}")
+        print(f"\npeak memory (PSS of the process tree), mobilenet end to end: {small} images "
+              f"{small_mb} MiB, {large} images {large_mb} MiB, ratio {large_mb / small_mb:.2f}")
 
 
 if __name__ == "__main__":

@@ -683,3 +683,25 @@ def test_the_memory_check_uses_the_draft_size_of_a_jpeg():
     assert decode(data, pre, "NHWC", max_image_bytes=drafted).shape == (160, 224, 3)
     assert reason_of(data, pre, max_image_bytes=drafted - 1) == "too large"
     assert reason_of(data, pre, max_image_bytes=drafted, draft=False) == "too large"  # 2048x1536x4
+
+
+# --- decoding into a given row, and the decoder choice ---------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decode_writes_into_the_given_row(layout, fmt):
+    data = encode(astronaut(50, 40), fmt)
+    pre = Preprocessing(height=12, width=16, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    batch = np.full((3, *decode_module.output_shape(pre, layout)), np.nan, np.float32)
+
+    row = decode(data, pre, layout, out=batch[1])
+
+    assert row is batch[1] or np.shares_memory(row, batch[1])
+    np.testing.assert_array_equal(batch[1], decode(data, pre, layout))
+    assert np.isnan(batch[0]).all() and np.isnan(batch[2]).all()
+
+
+def test_an_unknown_decoder_is_a_programming_error():
+    with pytest.raises(ValueError, match="decoder"):
+        decode(encode(gradient(4, 4), "PNG"), Preprocessing(height=2, width=2), "NHWC", decoder="turbo")

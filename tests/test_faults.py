@@ -132,7 +132,7 @@ def read_file(ref, *args):
     return real(ref, *args)
 scorer.pipeline.read_file = read_file
 from scorer.cli import main
-sys.argv = ["mcd-score", *sys.argv[1:]]
+sys.argv = ["mcd-score", *sys.argv[1:], "--decode-threads"]  # the reader patched above is this process's
 main()
 """
 

@@ -30,7 +30,7 @@ class ShardWorker:
 
     def __init__(self, model: str, options: ScoreOptions, threads: int) -> None:
         self.options = dataclasses.replace(options, mode="resume", threads=threads,
-                                           merge_in_child=False)
+                                           merge_in_child=False, decode_processes=False)
         self.session = open_session(Path(model), options.device, threads)
 
     def where(self) -> dict[str, object]:
