@@ -101,12 +101,13 @@ def test_the_command_line_runs_on_ray(images, local_run, tmp_path):
 
 
 def worker_pids() -> list[int]:
-    """Processes of Ray actors running ShardWorker (Ray names them ray::ShardWorker...)."""
+    """Processes of Ray actors scoring a shard (Ray names them ray::ShardWorker.score_shard; a
+    worker still in ray::ShardWorker.__init__ has no shard to lose)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if b"ShardWorker" in (entry / "cmdline").read_bytes():
+                if b"ShardWorker.score_shard" in (entry / "cmdline").read_bytes():
                     pids.append(int(entry.name))
             except OSError:
                 continue
@@ -117,7 +118,8 @@ def kill_a_worker_once_rows_are_committed(out: Path, killed: list[int]) -> None:
     """SIGKILL one ShardWorker process as soon as some shard has committed rows."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not killed:
-        if any(rows_committed(p) for p in parts_path(out).glob("*-part-*.h5")):
+        running = parts_path(out).glob("*-part-*.h5.parts")  # a shard's own OUT.parts/
+        if any(rows_committed(p.with_suffix("")) for p in running):
             for pid in worker_pids():
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
