@@ -98,9 +98,9 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Image decoding processes (threads with --decode-threads; 0: decode in the "
                    "scoring thread). [default: CPUs, at most 8]")
-@click.option("--decode-processes/--decode-threads", default=True, show_default=True,
+@click.option("--decode-processes/--decode-threads", default=None,
               help="Decode in worker processes (rows in shared memory; where the OS allows) or "
-                   "in threads.")
+                   "in threads. [default: processes from 2,048 images on, threads below]")
 @click.option("--decoder", type=click.Choice(["auto", "pillow"]), default="auto", show_default=True,
               help="auto: libjpeg-turbo for plain JPEGs (the same pixels as Pillow, faster), Pillow "
                    "for the rest; pillow: Pillow for every file.")
@@ -137,7 +137,7 @@ def main() -> None:
 def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
                   batch_size: int | None, device: str, save_passes: bool, overwrite: bool,
                   resume: bool, files_from, allow_outside: bool, workers: int | None,
-                  decode_processes: bool, decoder: str, max_memory_mb: int, max_pixels: int,
+                  decode_processes: bool | None, decoder: str, max_memory_mb: int, max_pixels: int,
                   max_file_mb: int, max_image_mb: int, no_draft: bool, commit_seconds: float,
                   ray_address: str | None, ray_workers: int | None, ray_cpus_per_worker: float,
                   ray_gpus_per_worker: float, shard_size: int | None, consolidate: bool, quiet: bool,

@@ -252,3 +252,23 @@ def test_scores_do_not_depend_on_the_decoder_or_where_it_runs(tmp_path, flags):
         for name in default:
             np.testing.assert_array_equal(default[name][()], other[name][()], err_msg=name)
         assert list(default["status"].asstr()[()]).count("truncated") == 1
+
+
+@pytest.mark.parametrize(("threshold", "flag", "expected"), [
+    (15, None, True), (16, None, False), (1, False, False), (10**6, True, True)])
+def test_decode_processes_by_default_only_for_large_runs(monkeypatch, tmp_path, threshold, flag,
+                                                         expected):
+    """15 images: processes when the threshold is at most 15 (or asked for), threads otherwise."""
+    import scorer.scoring
+    from scorer.inputs import discover
+    from scorer.scoring import ScoreOptions, score
+
+    asked = []
+    monkeypatch.setattr(scorer.scoring, "PROCESSES_FROM_IMAGES", threshold)
+    monkeypatch.setattr(scorer.scoring, "start_processes",
+                        lambda workers, processes: asked.append(processes))
+    data = ROOT / "tests" / "data" / "regression"
+    assert len(discover(data / "images")) == 15
+    score(data / "images", tmp_path / "out.h5", data / "model.onnx",
+          ScoreOptions(passes=2, decode_processes=flag, merge_in_child=False))
+    assert asked == [expected]
