@@ -182,7 +182,7 @@ def write_results(path: Path, header: FileHeader, batches: Iterable[Mapping[str,
     """Write a complete results file of ``rows`` rows from ``batches`` (see :class:`ResultsFile`).
 
     A write that fails (full disk) leaves HDF5 unable to close the file, and the process may
-    crash later: call this in a child process (:func:`scorer.isolate.run_in_child`).
+    crash later: call this in a child process (:func:`scorer.isolate.run_module`).
     """
     results = ResultsFile(path, header, rows)
     for columns in batches:  # on a failed write HDF5 cannot close the file cleanly: see isolate

@@ -29,6 +29,7 @@ from scorer.decode import DECODERS, DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
 from scorer.errors import ImageError, OutputError, ScoreInterrupted, ScorerUsageError
 from scorer.h5write import FileHeader
 from scorer.inputs import DEFAULT_MAX_FILE_MB, ImageRef, discover, image_key, label_hint, read_file
+from scorer.isolate import prestart
 from scorer.passes import Plan, plan, score_batch
 from scorer.pipeline import DecodeSettings, default_workers, iter_batches, start_processes
 from scorer.reader import open_results
@@ -146,6 +147,8 @@ def score(
     if processes is None:
         processes = len(refs) >= PROCESSES_FROM_IMAGES
     pool = start_processes(workers, processes)  # starts while the model loads
+    if options.merge_in_child:
+        prestart("scorer.merge")  # the final merge's process, ready when the rows are
     session = model if isinstance(model, ScoringSession) else open_session(
         model, options.device, options.threads)
     run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,

@@ -325,3 +325,11 @@ class ZooCache:
 def zoo() -> ZooCache:
     """Session-wide cache of the exported zoo models: ``zoo.get("resnet50")``."""
     return ZooCache()
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``) the tests of the exported zoo models run in
+    one worker, so that each zoo model is exported once, not once per worker."""
+    for item in items:
+        if "zoo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("zoo"))
