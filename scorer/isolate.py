@@ -33,10 +33,10 @@ class ChildFailed(OSError):
 def prestart(module: str) -> None:
     """Start ``python -m module`` now, to be given its payload by the next :func:`run_module`:
     the interpreter's start and the module's imports (0.2 s for scorer.merge) then overlap the
-    caller's work. At most one child per module waits; it exits when its stdin closes."""
-    child = _waiting.get(module)
-    if child is None or child.poll() is not None:
-        _waiting[module] = _start(module)
+    caller's work. A child already waiting (from a run that stopped before its merge) is replaced:
+    it has the umask, directory and environment of that run, not of this one."""
+    _stop(_waiting.pop(module, None))
+    _waiting[module] = _start(module)
 
 
 def run_module(module: str, payload: dict[str, Any]) -> None:
@@ -69,7 +69,11 @@ def _start(module: str) -> subprocess.Popen:
 def _stop_waiting() -> None:
     """Children started ahead and never used: kill and reap them."""
     while _waiting:
-        _, child = _waiting.popitem()
+        _stop(_waiting.popitem()[1])
+
+
+def _stop(child: subprocess.Popen | None) -> None:
+    if child is not None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             child.kill()
             child.communicate(timeout=5)

@@ -8,13 +8,25 @@ from scorer import isolate
 from scorer.isolate import ChildFailed, prestart, run_module
 
 
-def test_a_prestarted_child_is_the_one_that_runs_and_is_started_once():
+def test_a_prestarted_child_is_the_one_that_runs():
     prestart("json.tool")
     child = isolate._waiting["json.tool"]
-    prestart("json.tool")  # already waiting: not started twice
-    assert isolate._waiting["json.tool"] is child and child.poll() is None
+    assert child.poll() is None
     run_module("json.tool", {"a": 1})
     assert child.returncode == 0 and "json.tool" not in isolate._waiting
+
+
+def test_a_child_left_waiting_is_replaced_by_the_next_prestart(tmp_path, monkeypatch):
+    """The new run's umask (and directory, environment) must hold in its child, not the old's."""
+    import os
+
+    prestart("json.tool")
+    stale = isolate._waiting["json.tool"]
+    monkeypatch.chdir(tmp_path)
+    prestart("json.tool")
+    assert stale.returncode is not None and isolate._waiting["json.tool"] is not stale
+    assert os.readlink(f"/proc/{isolate._waiting['json.tool'].pid}/cwd") == str(tmp_path)
+    run_module("json.tool", {})
 
 
 def test_without_prestart_a_child_is_started_on_demand():
