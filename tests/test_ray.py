@@ -100,27 +100,22 @@ def test_the_command_line_runs_on_ray(images, local_run, tmp_path):
     assert_equal_results(local_run, out)
 
 
-def worker_pids() -> list[int]:
-    """Processes of Ray actors scoring a shard (Ray names them ray::ShardWorker.score_shard; a
-    worker still in ray::ShardWorker.__init__ has no shard to lose)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"ShardWorker.score_shard" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+def pid_scoring(shard_parts: Path) -> int | None:
+    """The process scoring a shard: its OUT.parts/lock names it ("pid 123 on host, since ...")."""
+    try:
+        words = (shard_parts / "lock").read_text().split()
+    except OSError:
+        return None
+    return int(words[1]) if words[:1] == ["pid"] else None
 
 
 def kill_a_worker_once_rows_are_committed(out: Path, killed: list[int]) -> None:
-    """SIGKILL one ShardWorker process as soon as some shard has committed rows."""
+    """SIGKILL the worker of a shard that has committed some rows but is far from done (20 of its
+    60 rows at most), so that the kill always lands in the middle of a shard."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not killed:
-        running = parts_path(out).glob("*-part-*.h5.parts")  # a shard's own OUT.parts/
-        if any(rows_committed(p.with_suffix("")) for p in running):
-            for pid in worker_pids():
+        for running in parts_path(out).glob("*-part-*.h5.parts"):  # a shard's own OUT.parts/
+            if 0 < rows_committed(running.with_suffix("")) <= 20 and (pid := pid_scoring(running)):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return
