@@ -231,3 +231,15 @@ def sqrt_values_graph(path: Path) -> None:
     helper.set_model_props(model, {"mcd_score": json.dumps(metadata)})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+def sigterm_ends_within(process, seconds: float = 5) -> None:
+    """Send SIGTERM to ``process``; it must end with exit code 130 within ``seconds``."""
+    import signal
+    import time
+
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=10)
+    assert time.monotonic() - sent < seconds
+    assert process.returncode == 130, process.stderr.read()
