@@ -31,7 +31,6 @@ from scorer.scoring import ScoreOptions, score
 
 DATA = Path(__file__).parent / "data" / "regression"
 MODEL = DATA / "model.onnx"
-EXACT = ("passes", "mean", "std", "confidence", "predicted_class", "variation_ratio")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,14 +64,13 @@ def local_run(images, tmp_path_factory) -> Path:
 
 
 def assert_equal_results(reference: Path, other: Path) -> None:
-    """Bit-identical where the README promises it, entropies within one float32 rounding."""
+    """Every dataset bit for bit (atol 0). The README promises the entropies only within a float32
+    rounding (ONNX Runtime's vectorised Log may round by buffer position); with this model they
+    come out identical whatever the shard sizes, and a difference would need looking into."""
     first, second = read_arrays(reference)[0], read_arrays(other)[0]
     assert sorted(first) == sorted(second)
     for name, values in first.items():
-        if values.dtype == object or name in EXACT:
-            np.testing.assert_array_equal(values, second[name], err_msg=name)
-        else:
-            np.testing.assert_allclose(values, second[name], rtol=0, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(values, second[name], err_msg=name)
 
 
 def test_stitched_and_consolidated_equal_a_local_run(images, local_run, tmp_path):
