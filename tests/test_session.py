@@ -199,12 +199,12 @@ def test_metadata_that_does_not_match_the_graph_is_refused(model, tmp_path, chan
     assert message in str(info.value) and "re-export" in str(info.value)
 
 
-def test_pad_fusion_is_off_so_zero_padding_before_max_pool_stays_zero(tmp_path):
+def test_without_pad_fusion_zero_padding_before_max_pool_stays_zero(tmp_path):
     """ONNX Runtime 1.31's Pad_Fusion turns Pad(0) -> MaxPool into MaxPool's -inf padding; a graph
     with that pattern (exported before export.pad_pool) must still give max(0, x) at the border."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from scorer.session import DISABLED_OPTIMIZERS
+    from scorer.session import SCHEMA_1_DISABLED_OPTIMIZERS
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
@@ -218,6 +218,27 @@ def test_pad_fusion_is_off_so_zero_padding_before_max_pool_stays_zero(tmp_path):
     options.log_severity_level = 3
     session = ort.InferenceSession(proto.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"],
-                                   disabled_optimizers=DISABLED_OPTIMIZERS)
+                                   disabled_optimizers=SCHEMA_1_DISABLED_OPTIMIZERS)
     out = session.run(None, {"x": -np.ones((1, 1, 4, 4), np.float32)})[0]
     assert out[0, 0, 0, 0] == 0.0  # the padded zero wins over -1 (with Pad_Fusion on: -1)
+
+
+@pytest.mark.parametrize(("schema", "disabled"), [(2, []), (1, ["Pad_Fusion"])])
+def test_pad_fusion_is_off_only_for_graphs_exported_before_export_pad_pool(model, tmp_path,
+                                                                          monkeypatch, schema,
+                                                                          disabled):
+    """Schema 1 graphs may hold Pad -> MaxPool, which Pad_Fusion gets wrong; newer graphs do not,
+    and keep Pad_Fusion (it folds the pads before MobileNetV2's convolutions: 30% of its rate)."""
+    import scorer.session
+
+    created = []
+
+    class Recording(ort.InferenceSession):
+        def __init__(self, *args, disabled_optimizers=(), **kwargs):
+            created.append(list(disabled_optimizers))
+            super().__init__(*args, disabled_optimizers=disabled_optimizers, **kwargs)
+
+    monkeypatch.setattr(scorer.session.ort, "InferenceSession", Recording)
+    path = with_metadata(model, tmp_path, lambda data: data.update(schema_version=schema))
+    session = open_session(path, "cpu")
+    assert session.metadata.schema_version == schema and created[-1] == disabled
