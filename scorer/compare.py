@@ -18,7 +18,6 @@ import h5py
 import numpy as np
 
 from scorer.reader import data_names, open_results, read_attrs, read_dataset
-from scorer.schema import SCHEMA
 
 EXACT_DATASETS = ("predicted_class", "status", "key", "label")
 SKIPPED_DATASETS = ("path", "reason")
@@ -197,9 +196,7 @@ def _shared_datasets(comparison: Comparison, ref_file: h5py.File,
     comparison.missing_datasets = [n for n in ref_names if n not in new_names]
     for name in sorted(new_names - set(ref_names)):
         comparison.notes.append(f"{name} not compared: only the new file has it")
-    order = {spec.name: i for i, spec in enumerate(SCHEMA)}
-    shared = [name for name in ref_names if name in new_names]
-    return sorted(shared, key=lambda name: (order.get(name, len(order)), name))
+    return [name for name in ref_names if name in new_names]  # data_names: in schema order
 
 
 def _compare_exact(name: str, paths: np.ndarray, ref_values: np.ndarray,

@@ -21,7 +21,7 @@ from typing import Any
 from scorer import schema
 from scorer.h5stitch import iter_part_rows, write_stitched
 from scorer.h5write import FileHeader, write_results
-from scorer.segments import Segment, iter_columns
+from scorer.segments import Segment, iter_columns, rows_in
 
 
 def write(payload: dict[str, Any]) -> None:
@@ -31,7 +31,7 @@ def write(payload: dict[str, Any]) -> None:
     header, path = FileHeader(**fields), Path(payload["path"])
     if payload["mode"] == "segments":
         parts = [Segment(start, stop, Path(name)) for start, stop, name in payload["segments"]]
-        write_results(path, header, iter_columns(parts), parts[-1].stop if parts else 0)
+        write_results(path, header, iter_columns(parts), rows_in(parts))
         return
     parts = [(Path(name), int(rows)) for name, rows in payload["parts"]]
     if payload["mode"] == "stitch":

@@ -53,6 +53,12 @@ def parts_path(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def rows_folder(parts: Path) -> Path:
+    """Where a run's committed row segments are, inside its ``OUT.parts/`` (the folder name is
+    kept from when one run could hold several: interrupted runs must still resume)."""
+    return parts / "shard-00000"
+
+
 def check_output_path(out: Path) -> None:
     """Refuse output paths that cannot hold a results file, before anything is written.
 
@@ -184,7 +190,7 @@ class RunDir:
             self._write_job()
         if old.exists():
             if not self.committed():
-                legacy.import_partial(old, self.header, self.identity, self.shard_path(0))
+                legacy.import_partial(old, self.header, self.identity, self.rows_path)
             old.unlink()
 
     def _clear(self) -> None:
@@ -225,18 +231,19 @@ class RunDir:
 
     # ---- rows ---------------------------------------------------------------------------------
 
-    def shard_path(self, shard: int) -> Path:
-        return self.path / f"shard-{shard:05d}"
+    @property
+    def rows_path(self) -> Path:
+        return rows_folder(self.path)
 
-    def committed(self, shard: int = 0) -> list[Segment]:
-        return segments.committed(self.shard_path(shard))
+    def committed(self) -> list[Segment]:
+        return segments.committed(self.rows_path)
 
-    def writer(self, shard: int = 0, flush_seconds: float = segments.FLUSH_SECONDS) -> SegmentWriter:
-        """The writer appending to ``shard``'s committed rows (rows commit at least every
+    def writer(self, flush_seconds: float = segments.FLUSH_SECONDS) -> SegmentWriter:
+        """The writer appending to the committed rows (rows commit at least every
         ``flush_seconds``: what a kill can cost)."""
-        folder = self.shard_path(shard)
+        folder = self.rows_path
         folder.mkdir(exist_ok=True)
-        return SegmentWriter(folder, segments.rows_in(self.committed(shard)), flush_seconds)
+        return SegmentWriter(folder, segments.rows_in(self.committed()), flush_seconds)
 
     def part_path(self, shard: int) -> Path:
         """The part file of ``shard`` in a sharded run (named after the job: a new job's parts
@@ -314,4 +321,4 @@ def _read_holder(fd: int) -> str:
     return "process unknown"
 
 
-__all__ = ["OutputWriteError", "RunDir", "check_output_path", "parts_path"]
+__all__ = ["OutputWriteError", "RunDir", "check_output_path", "parts_path", "rows_folder"]

@@ -62,10 +62,6 @@ class DatasetSpec:
         sizes = {"class": num_outputs, PASS_DIM: passes}
         return tuple(sizes[d] for d in self.dims[1:])
 
-    def numpy_dtype(self) -> np.dtype:
-        """The dtype of the values the writer takes (strings as Python objects)."""
-        return np.dtype(object) if self.dtype == STRING else np.dtype(self.dtype)
-
     def fill_value(self) -> object:
         """The value of a row whose image could not be scored."""
         return {STRING: "", FLOAT: np.nan, INT: -1}[self.dtype]

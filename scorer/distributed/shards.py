@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from scorer.rundir import parts_path
+from scorer.rundir import parts_path, rows_folder
+from scorer.segments import SEGMENT_NAME
 
 MIN_SHARD_ROWS, MAX_SHARD_ROWS = 256, 8192
 SHARDS_PER_WORKER = 4
-_SEGMENT = re.compile(r"^\d{12}-(\d{12})\.npz$")
 
 
 @dataclass(frozen=True)
@@ -46,10 +45,9 @@ def plan_shards(count: int, rows: int) -> list[Shard]:
 def rows_committed(part: Path) -> int:
     """Rows a shard's run has committed so far, read from file names only (no side effects: the
     worker may be writing there right now)."""
-    folder = parts_path(part) / "shard-00000"
     try:
-        names = os.listdir(folder)
+        names = os.listdir(rows_folder(parts_path(part)))
     except OSError:
         return 0
-    stops = [int(m[1]) for name in names if (m := _SEGMENT.match(name))]
+    stops = [int(m[2]) for name in names if (m := SEGMENT_NAME.match(name))]
     return max(stops, default=0)
