@@ -58,11 +58,17 @@ def run_module(module: str, payload: dict[str, Any]) -> None:
         raise ChildFailed(0, short_reason(lines[-1] if lines else "the writing process failed"))
 
 
-def _start(module: str) -> subprocess.Popen:
+def child_env() -> dict[str, str]:
+    """The environment of a ``python -m scorer...`` child: this one, with this package first on
+    ``PYTHONPATH`` (so the child runs the same scorer, installed or not)."""
     path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([PACKAGE_ROOT, *([path] if path else [])])}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([PACKAGE_ROOT, *([path] if path else [])])}
+
+
+def _start(module: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
 
 
 @atexit.register

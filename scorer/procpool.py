@@ -35,13 +35,13 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from scorer.errors import ScorerError
 from scorer.inputs import ImageRef
+from scorer.isolate import child_env
 
 _HEADER = 4  # bytes of the length prefix of a message
 _EXIT_GRACE = 1.0  # seconds to wait for a killed worker before leaving it to the OS
@@ -186,15 +186,12 @@ class _Worker:
 
     def __init__(self, index: int, fd: int) -> None:
         answers_read, answers_write = os.pipe()
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])])}
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "scorer.procpool", str(fd), str(answers_write),
                  str(os.getpid())],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(fd, answers_write),
-                env=env)
+                env=child_env())
         finally:
             os.close(answers_write)
         self.index = index

@@ -170,6 +170,7 @@ def open_session(model: Path, device: str = "auto", threads: int | None = None,
         with captured_stderr():
             session = _new_session(data, options, providers if provider == CUDA else [CPU], model,
                                    SCHEMA_1_DISABLED_OPTIMIZERS)
+        provider = session.get_providers()[0]
     check_graph(session, metadata, model)
     notice = "running on CUDA" if provider == CUDA else "running on CPU"
     return ScoringSession(session, metadata, provider, hashlib.sha256(data).hexdigest(), notice,
