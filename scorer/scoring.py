@@ -158,7 +158,7 @@ def score(
                      options.mode) as run:
         writer = run.writer(flush_seconds=options.commit_seconds)
         resumed = writer.rows_done
-        check_resumed(run, refs, resumed)
+        check_resumed(run, refs, resumed, options.max_file_mb << 20)
         if on_start is not None:
             on_start(Started(session, run_plan, len(refs), resumed, notes))
         settings = decode_settings(session, options)
@@ -249,7 +249,8 @@ def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[I
                       tuple(meta.class_names or ()), attrs)
 
 
-def check_resumed(run: RunDir, refs: Sequence[ImageRef], done: int, samples: int = 8) -> None:
+def check_resumed(run: RunDir, refs: Sequence[ImageRef], done: int, max_bytes: int,
+                  samples: int = 8) -> None:
     """The committed rows must be the first rows of this input list, and a spot check of their
     files (first, last and a few between) must still have the bytes they had."""
     if not done:
@@ -270,7 +271,7 @@ def check_resumed(run: RunDir, refs: Sequence[ImageRef], done: int, samples: int
     for row in sorted({round(i * (done - 1) / max(samples - 1, 1)) for i in range(samples)}):
         if keys[row]:
             try:
-                now_key = image_key(read_file(refs[row]))
+                now_key = image_key(read_file(refs[row], max_bytes))
             except ImageError:
                 now_key = ""
             if now_key != keys[row]:

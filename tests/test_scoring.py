@@ -388,6 +388,25 @@ def test_resume_refuses_a_changed_folder(model, tmp_path):
     assert "inputs_sha256" in str(info.value) and "--overwrite" in str(info.value)
 
 
+def test_resume_reads_the_spot_checked_files_with_the_run_s_size_limit(model, tmp_path,
+                                                                      monkeypatch):
+    """The spot check read files with the default --max-file-size: a file over 256 MB scored
+    under a larger limit made --resume fail with 'changed since the interrupted run'."""
+    import scorer.scoring
+
+    root = tmp_path / "images"
+    write_digits(root)
+    out = tmp_path / "out.h5"
+    interrupted_run(root, out, model, max_file_mb=300)
+    limits = []
+    read = scorer.scoring.read_file
+    monkeypatch.setattr(scorer.scoring, "read_file",
+                        lambda ref, *limit: limits.append(limit) or read(ref, *limit))
+    score(root, out, model, ScoreOptions(passes=5, batch_size=2, workers=0, mode="resume",
+                                         max_file_mb=300))
+    assert limits and set(limits) == {(300 << 20,)}
+
+
 def test_resume_refuses_a_replaced_image(model, tmp_path):
     root = tmp_path / "images"
     write_digits(root)
