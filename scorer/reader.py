@@ -109,8 +109,14 @@ def read_dataset(file: h5py.File, name: str, start: int = 0, stop: int | None = 
         raw = file[RAW_PATHS].asstr()[start:stop]
         for i, text in enumerate(raw):
             if text:
-                values[i] = bytes.fromhex(text).decode("utf-8", "surrogateescape")
+                values[i] = exact_path(text)
     return values
+
+
+def exact_path(path_bytes_hex: str) -> str:
+    """A ``path_bytes_hex`` entry as the path it records (bytes that are not UTF-8 as
+    surrogates, as ``os.fsdecode`` gives them): the name to open the file by."""
+    return bytes.fromhex(path_bytes_hex).decode("utf-8", "surrogateescape")
 
 
 def data_names(file: h5py.File) -> list[str]:

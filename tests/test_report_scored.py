@@ -64,3 +64,28 @@ def test_regression_reference_reports(tmp_path: Path) -> None:
     assert numbers["results"]["rows"] == 15 and numbers["failures"] == {"truncated": 1}
     assert numbers["labels"]["ood"] == 2 and numbers["labels"]["class"] == 12
     assert_summary_matches(numbers, expected_summary(REFERENCE, ("other",)), tolerance=1e-7)
+
+
+def test_thumbnails_of_files_whose_names_are_not_utf8_load(tmp_path: Path) -> None:
+    """The report opened ``folder / path``, where ``path`` is display text with \\xNN escapes:
+    such files showed 'cannot read the image'. It opens the exact name (path_bytes_hex)."""
+    import os
+
+    from scorer.report.load import ResultsReader
+    from scorer.report.table import read_table
+    from scorer.report.thumbs import gallery
+    from scorer.scoring import ScoreOptions, score
+
+    root = tmp_path / "images"
+    write_digits(root, per_class=1, classes=2)
+    odd = root / os.fsdecode(b"caf\xe9.png")
+    Image.fromarray(np.full((8, 8), 90, np.uint8)).save(odd)
+    out = tmp_path / "scores.h5"
+    score(root, out, Path(__file__).parent / "data" / "regression" / "model.onnx",
+          ScoreOptions(passes=5, device="cpu"))
+    with ResultsReader(out) as reader:
+        table = read_table(reader)
+        tiles = gallery(reader, table, list(range(reader.info.rows)), root)
+    odd_tiles = [tile for tile in tiles if "\\xe9" in tile.path]
+    assert len(odd_tiles) == 1 and len(tiles) == 3
+    assert all(tile.image and tile.problem is None for tile in tiles)

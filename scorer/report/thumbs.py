@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from scorer.h5write import RAW_PATHS
+from scorer.reader import exact_path
 from scorer.report.analysis import output_names
 from scorer.report.load import ResultsReader
 from scorer.report.table import RowTable
@@ -138,17 +140,18 @@ def _facts(table: RowTable, rows: list[int], means: np.ndarray) -> list[list[tup
 
 def gallery(reader: ResultsReader, table: RowTable, rows: list[int], folder: Path | None) -> list[Tile]:
     """Tiles for ``rows``: thumbnail read from ``folder / path``, facts from the table."""
-    paths = reader.strings_at("path", rows)
+    paths = reader.strings_at("path", rows)  # display text (\xNN escapes), the HTML's
+    raw = reader.strings_at(RAW_PATHS, rows) if reader.has(RAW_PATHS) else [""] * len(rows)
     needs_means = table.info.kind != "probabilities" and reader.has("mean")
     means = reader.matrix_rows("mean", rows) if needs_means else np.zeros((len(rows), 0))
     tiles = []
-    for row, path, facts in zip(rows, paths, _facts(table, rows, means), strict=True):
+    for row, path, exact, facts in zip(rows, paths, raw, _facts(table, rows, means), strict=True):
         image, problem = None, None
         if folder is None:
             problem = "images folder not found (give --images)"
         else:
             try:
-                image = thumbnail_uri(folder / path)
+                image = thumbnail_uri(folder / (exact_path(exact) if exact else path))
             except OSError as err:
                 problem = f"cannot read the image ({err.__class__.__name__})"
         tiles.append(Tile(row, path, facts, image, problem))
