@@ -38,7 +38,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from scorer import jpeg
-from scorer.complete import check_complete
+from scorer.complete import REASON_TRUNCATED, check_complete
 from scorer.contract import LAYOUTS, Preprocessing
 from scorer.errors import ImageError, ScorerError
 
@@ -53,7 +53,6 @@ DEFAULT_MAX_IMAGE_MB = 256
 
 REASON_EMPTY = "empty file"
 REASON_NOT_IMAGE = "not an image"
-REASON_TRUNCATED = "truncated"
 REASON_TOO_LARGE = "too large"
 REASON_DECODE = "decode error"
 
@@ -69,7 +68,6 @@ _RESAMPLING = {
 }
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _GRAY_MODES = ("1", "L", "LA", "La")
-_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 # Pillow reports decompression bombs with a warning; turning it into an error needs the global
@@ -215,7 +213,7 @@ def decoding_bytes(mode: str, size: tuple[int, int], color_mode: str, transposed
 
 
 def _check_memory(image: Image.Image, pre: Preprocessing, limit: int) -> None:
-    transposed = _header_orientation(image) in _TRANSPOSING_ORIENTATIONS
+    transposed = _header_orientation(image) in jpeg.TRANSPOSING
     need = decoding_bytes(image.mode, image.size, pre.color_mode, transposed)
     if need > limit:
         raise ImageError(REASON_TOO_LARGE, f"{image.size[0]}x{image.size[1]} {image.mode} image "
@@ -245,7 +243,7 @@ def _draft(image: JpegImagePlugin.JpegImageFile, pre: Preprocessing) -> None:
     except Exception:  # a broken EXIF block only costs the speed-up
         return
     size = (pre.width, pre.height)
-    if orientation in _TRANSPOSING_ORIENTATIONS:
+    if orientation in jpeg.TRANSPOSING:
         size = (pre.height, pre.width)
     image.draft("L" if pre.color_mode == "grayscale" else "RGB", size)
 

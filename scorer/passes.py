@@ -86,7 +86,7 @@ def score_batch(session: ScoringSession, batch: Batch, passes: int, seed: int, s
     kind, n = meta.output_kind, len(batch)
     values = metrics.failed_metrics(n, meta.num_outputs, kind)
     per_pass = np.full((n, passes, meta.num_outputs), np.nan, np.float32) if save_passes else None
-    status, reasons = list(batch.status), list(batch.reasons or [""] * n)
+    status, reasons = list(batch.status), list(batch.reasons)
     images = batch.images.reshape(len(batch.ok_rows), *meta.input_shape[1:])
     step = max(1, run_plan.call_images or len(images))
     for start in range(0, len(images), step):  # results are per image: splitting is exact

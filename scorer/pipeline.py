@@ -23,7 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -93,7 +93,7 @@ class Batch:
     status: list[str]
     images: np.ndarray
     ok_rows: np.ndarray
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str]
 
     def __len__(self) -> int:
         return len(self.refs)

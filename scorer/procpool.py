@@ -118,7 +118,7 @@ class ProcessPool:
         :class:`scorer.pipeline.DecodeSettings`) to the workers."""
         self.shape = settings.row_shape
         self.row_bytes = int(np.prod(self.shape)) * 4
-        self.rows, self.slots = rows, slots
+        self.rows = rows
         size = max(self.row_bytes * rows * slots, 1)
         os.ftruncate(self._fd, size)
         self._buffer = mmap.mmap(self._fd, size)

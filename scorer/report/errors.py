@@ -1,14 +1,10 @@
 """Typed errors of ``mcd-score report``.
 
-:class:`ReportUsageError` and its subclasses are the user's to fix (exit code 2); other
-:class:`ReportError` are failures (exit code 1).
+:class:`ReportUsageError` and its subclasses are the user's to fix (exit code 2); failures are
+:class:`scorer.errors.ScorerError` (exit code 1).
 """
 
-from scorer.errors import ScorerError, ScorerUsageError
-
-
-class ReportError(ScorerError):
-    """The report could not be written (exit code 1)."""
+from scorer.errors import ScorerUsageError
 
 
 class ReportUsageError(ScorerUsageError):
