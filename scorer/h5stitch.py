@@ -18,9 +18,8 @@ import h5py
 import numpy as np
 
 from scorer import schema
-from scorer.h5write import RAW_PATHS, FileHeader, write_attrs
+from scorer.h5write import RAW_PATHS, RAW_PATHS_SPEC, FileHeader, describe, h5_dtype, write_header
 from scorer.reader import read_dataset
-from scorer.schema import IMAGE_DIM, PASS_DIM
 
 READ_ROWS = 65536
 
@@ -32,54 +31,34 @@ def write_stitched(path: Path, header: FileHeader, parts: Sequence[tuple[Path, i
     folder = Path(path).parent if folder is None else Path(folder)
     rows = sum(count for _, count in parts)
     specs = schema.dataset_specs(header.kind, header.save_passes, header.has_labels)
+    contents = {part: _names(part) for part, _ in parts}  # one open per part
     with h5py.File(path, "w", track_order=True) as file:
-        for name, value in header.root_attrs().items():
-            file.attrs[name] = value
-        write_attrs(file, header.attrs)
-        scales = _scales(file, header, rows)
-        with_raw = [p for p, _ in parts if _has(p, RAW_PATHS)]
-        names = [(spec.name, spec) for spec in specs]
-        if with_raw:
-            names.append((RAW_PATHS, schema.DatasetSpec(RAW_PATHS, schema.STRING, (IMAGE_DIM,),
-                                                        "exact bytes of paths that are not valid "
-                                                        "UTF-8, hex-encoded; empty for the others")))
-        for name, spec in names:
-            dataset = _virtual(file, name, spec, header, parts, folder)
-            dataset.attrs["description"] = spec.description
-            for axis, dim in enumerate(spec.dims):
-                dataset.dims[axis].attach_scale(scales[dim])
+        scales = write_header(file, header, rows)
+        if any(RAW_PATHS in names for names in contents.values()):
+            specs = [*specs, RAW_PATHS_SPEC]
+        for spec in specs:
+            describe(_virtual(file, spec, header, parts, contents, folder), spec, scales)
 
 
-def _scales(file: h5py.File, header: FileHeader, rows: int) -> dict[str, h5py.Dataset]:
-    class_dim = schema.class_dim(header.kind)
-    scales = {IMAGE_DIM: file.create_dataset(IMAGE_DIM, data=np.arange(rows, dtype=np.int64)),
-              "class": file.create_dataset(class_dim, data=header.names(),
-                                           dtype=h5py.string_dtype("utf-8"))}
-    if header.save_passes:
-        scales[PASS_DIM] = file.create_dataset(PASS_DIM, data=np.arange(header.passes))
-    for name, scale in scales.items():
-        scale.make_scale(class_dim if name == "class" else name)
-    return scales
-
-
-def _virtual(file: h5py.File, name: str, spec: schema.DatasetSpec, header: FileHeader,
-             parts: Sequence[tuple[Path, int]], folder: Path) -> h5py.Dataset:
+def _virtual(file: h5py.File, spec: schema.DatasetSpec, header: FileHeader,
+             parts: Sequence[tuple[Path, int]], contents: dict[Path, set[str]],
+             folder: Path) -> h5py.Dataset:
     row_shape = spec.row_shape(header.num_outputs, header.passes)
-    dtype = h5py.string_dtype("utf-8") if spec.dtype == schema.STRING else np.dtype(spec.dtype)
-    layout = h5py.VirtualLayout(shape=(sum(c for _, c in parts), *row_shape), dtype=dtype)
+    layout = h5py.VirtualLayout(shape=(sum(c for _, c in parts), *row_shape), dtype=h5_dtype(spec))
     start = 0
     for part, count in parts:
-        if count and _has(part, name):
+        if count and spec.name in contents[part]:
             source = os.path.relpath(part, folder)
-            layout[start:start + count] = h5py.VirtualSource(source, name, shape=(count, *row_shape))
+            layout[start:start + count] = h5py.VirtualSource(source, spec.name,
+                                                             shape=(count, *row_shape))
         start += count
     fill = None if spec.dtype == schema.STRING else spec.fill_value()
-    return file.create_virtual_dataset(name, layout, fillvalue=fill)
+    return file.create_virtual_dataset(spec.name, layout, fillvalue=fill)
 
 
-def _has(part: Path, name: str) -> bool:
+def _names(part: Path) -> set[str]:
     with h5py.File(part, "r") as file:
-        return name in file
+        return set(file)
 
 
 def iter_part_rows(parts: Sequence[tuple[Path, int]], names: Sequence[str],

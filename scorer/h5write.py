@@ -30,6 +30,9 @@ VLEN_REFERENCE_BYTES = 16
 CHUNK_CACHE_BYTES = 4 * CHUNK_TARGET_BYTES
 GZIP_LEVEL = 4
 RAW_PATHS = "path_bytes_hex"
+RAW_PATHS_SPEC = DatasetSpec(RAW_PATHS, schema.STRING, (IMAGE_DIM,),
+                             "exact bytes of paths that are not valid UTF-8, hex-encoded; empty for "
+                             "the others")
 RESERVED_ATTRS = ("schema_version", "kind", "num_outputs", "passes", "seed", "save_passes",
                   "has_labels", "json_attrs")
 
@@ -95,6 +98,35 @@ def write_attrs(node: h5py.File, attrs: Mapping[str, Any]) -> None:
     node.attrs["json_attrs"] = json.dumps(sorted(json_names))
 
 
+def write_header(file: h5py.File, header: FileHeader, rows: int) -> dict[str, h5py.Dataset]:
+    """Root attributes and the dimension scales (image, class or output, pass) of a new results
+    file; returns the scales by dimension (``class`` for the class or output coordinate)."""
+    for name, value in header.root_attrs().items():
+        file.attrs[name] = value
+    write_attrs(file, header.attrs)
+    class_dim = schema.class_dim(header.kind)
+    scales = {IMAGE_DIM: file.create_dataset(IMAGE_DIM, data=np.arange(rows, dtype=np.int64)),
+              "class": file.create_dataset(class_dim, data=header.names(),
+                                           dtype=h5py.string_dtype("utf-8"))}
+    if header.save_passes:
+        scales[PASS_DIM] = file.create_dataset(PASS_DIM, data=np.arange(header.passes))
+    for name, scale in scales.items():
+        scale.make_scale(class_dim if name == "class" else name)
+    return scales
+
+
+def h5_dtype(spec: DatasetSpec):
+    """The HDF5 type of a dataset of the schema (strings as variable-length UTF-8)."""
+    return h5py.string_dtype("utf-8") if spec.dtype == schema.STRING else np.dtype(spec.dtype)
+
+
+def describe(dataset: h5py.Dataset, spec: DatasetSpec, scales: Mapping[str, h5py.Dataset]) -> None:
+    """The dataset's description attribute and its dimension scales."""
+    dataset.attrs["description"] = spec.description
+    for axis, dim in enumerate(spec.dims):
+        dataset.dims[axis].attach_scale(scales[dim])
+
+
 class ResultsFile:
     """A results file being written: create with the total row count, then :meth:`write` rows."""
 
@@ -115,32 +147,19 @@ class ResultsFile:
         self.written = 0
 
     def _create(self) -> None:
-        file, header = self.file, self.header
-        for name, value in header.root_attrs().items():
-            file.attrs[name] = value
-        write_attrs(file, header.attrs)
-        scales = {IMAGE_DIM: file.create_dataset(IMAGE_DIM, data=np.arange(self.rows, dtype=np.int64)),
-                  "class": file.create_dataset(schema.class_dim(header.kind), data=header.names(),
-                                               dtype=h5py.string_dtype("utf-8"))}
-        if header.save_passes:
-            scales[PASS_DIM] = file.create_dataset(PASS_DIM, data=np.arange(header.passes))
-        for name, scale in scales.items():
-            scale.make_scale(schema.class_dim(header.kind) if name == "class" else name)
-        self.scales = scales
+        self.scales = write_header(self.file, self.header, self.rows)
         # kept open: closing a dataset flushes (recompresses) its partly filled chunk
-        self.datasets = {spec.name: self._dataset(spec.name, spec) for spec in self.specs}
+        self.datasets = {spec.name: self._dataset(spec) for spec in self.specs}
 
-    def _dataset(self, name: str, spec: DatasetSpec) -> h5py.Dataset:
+    def _dataset(self, spec: DatasetSpec) -> h5py.Dataset:
         header = self.header
         row_shape = spec.row_shape(header.num_outputs, header.passes)
-        dtype = h5py.string_dtype("utf-8") if spec.dtype == schema.STRING else spec.dtype
         dataset = self.file.create_dataset(
-            name, shape=(self.rows, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-            chunks=(chunk_rows(spec, header.num_outputs, header.passes), *row_shape),
+            spec.name, shape=(self.rows, *row_shape), maxshape=(None, *row_shape),
+            dtype=h5_dtype(spec), chunks=(chunk_rows(spec, header.num_outputs, header.passes),
+                                          *row_shape),
             compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
-        dataset.attrs["description"] = spec.description
-        for axis, dim in enumerate(spec.dims):
-            dataset.dims[axis].attach_scale(self.scales[dim])
+        describe(dataset, spec, self.scales)
         return dataset
 
     def write(self, columns: Mapping[str, np.ndarray]) -> None:
@@ -153,19 +172,18 @@ class ResultsFile:
             values = columns[spec.name]
             if spec.dtype == schema.STRING:
                 values = np.array([display_text(v) for v in values], dtype=object)
+                if spec.name == "path":
+                    self._keep_raw_paths(columns["path"], values, start)
             self.datasets[spec.name][start:stop] = values
-        self._keep_raw_paths(columns["path"], start)
         self.written = stop
 
-    def _keep_raw_paths(self, paths, start: int) -> None:
-        raw = {i: p.encode("utf-8", "surrogateescape").hex() for i, p in enumerate(paths)
-               if display_text(p) != p}
+    def _keep_raw_paths(self, paths, shown: np.ndarray, start: int) -> None:
+        raw = {i: p.encode("utf-8", "surrogateescape").hex()
+               for i, (p, text) in enumerate(zip(paths, shown, strict=True)) if text != p}
         if not raw:
             return
         if RAW_PATHS not in self.datasets:
-            self.datasets[RAW_PATHS] = self._dataset(RAW_PATHS, DatasetSpec(
-                RAW_PATHS, schema.STRING, (IMAGE_DIM,),
-                "exact bytes of paths that are not valid UTF-8, hex-encoded; empty for the others"))
+            self.datasets[RAW_PATHS] = self._dataset(RAW_PATHS_SPEC)
             self.datasets[RAW_PATHS][:] = np.array([""] * self.rows, dtype=object)
         for i, text in raw.items():
             self.datasets[RAW_PATHS][start + i] = text

@@ -152,6 +152,31 @@ def test_names_that_are_not_utf8_round_trip_byte_exact(tmp_path: Path) -> None:
         assert ds["path"].values[1] == "photos/\\xff\\xfeodd.jpg"
 
 
+def test_a_stitched_file_reads_like_the_plain_file_of_its_parts(tmp_path: Path) -> None:
+    """Virtual datasets over two parts, the second with a name that is not UTF-8 (only that part
+    has path_bytes_hex): every dataset, descriptions and the byte-exact path as in one file."""
+    from scorer.h5stitch import write_stitched
+
+    header = FileHeader("probabilities", 3, 4, 0, True, False)
+    first, second = make_rows("probabilities", 3), make_rows("probabilities", 2, start=3)
+    second["path"][1] = RAW_NAME
+    write_results(tmp_path / "a.h5", header, [first], 3)
+    write_results(tmp_path / "b.h5", header, [second], 2)
+    write_results(tmp_path / "plain.h5", header,
+                  [{k: [*first[k], *second[k]] if isinstance(first[k], list) else
+                    np.concatenate([first[k], second[k]]) for k in first}], 5)
+    write_stitched(tmp_path / "stitched.h5", header, [(tmp_path / "a.h5", 3), (tmp_path / "b.h5", 2)])
+    plain, _ = read_arrays(tmp_path / "plain.h5")
+    stitched, _ = read_arrays(tmp_path / "stitched.h5")
+    assert sorted(plain) == sorted(stitched) and stitched["path"][4] == RAW_NAME
+    for name, values in plain.items():
+        np.testing.assert_array_equal(values, stitched[name], err_msg=name)
+    with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "stitched.h5") as b:
+        assert b["path_bytes_hex"].is_virtual and sorted(a) == sorted(b)
+        for name in a:
+            assert dict(a[name].attrs).get("description") == dict(b[name].attrs).get("description")
+
+
 def test_schema_1_files_are_still_read(tmp_path: Path) -> None:
     data, attrs = read_arrays(V1 / "complete.h5")
     assert attrs["schema_version"] == 1 and len(data["path"]) == 15
