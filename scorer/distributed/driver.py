@@ -104,8 +104,8 @@ def score_on_ray(
         with RunDir.open(Path(out), header, identity, options.mode) as run:
             parts = {s.index: run.part_path(s.index) for s in shards}
             todo = [s for s in shards if not parts[s.index].exists()]
-            resumed = sum(len(s) for s in shards if s not in todo)
-            resumed += sum(rows_committed(parts[s.index]) for s in todo)
+            finished = len(refs) - sum(len(s) for s in todo)  # rows of the finished shards
+            resumed = finished + sum(rows_committed(parts[s.index]) for s in todo)
             if on_start is not None:
                 where = (f"running on Ray: {workers} workers, {len(shards)} shards of up to {rows} "
                          "images")
@@ -115,7 +115,7 @@ def score_on_ray(
                 try:
                     scheduler = Scheduler(ray, ray_options, workers, model, options, refs, parts,
                                           has_labels, progress)
-                    retried = scheduler.run(todo, sum(len(s) for s in shards if s not in todo))
+                    retried = scheduler.run(todo, finished)
                     run.finish({"end_time": now()}, [(parts[s.index], len(s)) for s in shards],
                                consolidate=ray_options.consolidate)
                 except KeyboardInterrupt:
@@ -147,12 +147,7 @@ def connect(address: str):
     kwargs = {"include_dashboard": False, "log_to_driver": False,
               "logging_level": logging.ERROR, "configure_logging": True}
     try:
-        if address == "local":
-            ray.init(address="local", **kwargs)
-        elif address == "auto":
-            ray.init(**kwargs)
-        else:
-            ray.init(address=address, **kwargs)
+        ray.init(address=None if address == "auto" else address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ScorerError(f"cannot start or reach the Ray cluster {address!r}: {error}") from error
     return ray, True

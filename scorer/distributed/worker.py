@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import socket
 from pathlib import Path
 
 from scorer.errors import ScorerUsageError
 from scorer.inputs import ImageRef
-from scorer.reader import open_results, row_count
 from scorer.scoring import ScoreOptions, score
 from scorer.session import open_session
 
@@ -33,11 +31,7 @@ class ShardWorker:
                                            merge_in_child=False, decode_processes=False)
         self.session = open_session(Path(model), options.device, threads)
 
-    def where(self) -> dict[str, object]:
-        """This worker's process id, host and execution provider."""
-        return {"pid": os.getpid(), "host": socket.gethostname(), "provider": self.session.provider}
-
-    def score_shard(self, refs: list[ImageRef], part: str, has_labels: bool) -> dict[str, int]:
+    def score_shard(self, refs: list[ImageRef], part: str, has_labels: bool) -> None:
         """Score ``refs`` into the part file ``part`` (a no-op if it is already complete).
 
         Raises:
@@ -45,13 +39,11 @@ class ShardWorker:
         """
         path = Path(part)
         if path.exists():  # done by an earlier attempt that died before it could report
-            with open_results(path) as file:
-                return {"images": row_count(file), "resumed": row_count(file)}
+            return
         folder = refs[0].source.parent  # a missing file is a failed row; a missing folder is
         if not folder.is_dir():        # a node without the images
             raise UnreadableShard(
                 f"the worker on {socket.gethostname()} cannot see {folder}, the folder of "
                 f"{refs[0].path}, the first image of its shard: every node must read the images "
                 "at the same path (a shared file system or an object store mount)")
-        summary = score(refs, path, self.session, self.options, has_labels=has_labels)
-        return {"images": summary.images, "resumed": summary.resumed}
+        score(refs, path, self.session, self.options, has_labels=has_labels)
