@@ -140,7 +140,6 @@ def analyse(table: RowTable, options: ReportOptions) -> Analysis:
             groups.update(correct=analysis.correct, wrong=labelled & ~analysis.correct)
             _classification(analysis, labelled)
     if in_dist.any() and out_dist.any():
-        groups.update({"in-distribution": in_dist, "OOD": out_dist})
         analysis.ood_counts = (int(in_dist.sum()), int(out_dist.sum()))
         _ood(analysis, in_dist, out_dist)
     for name, values in table.measures.items():
