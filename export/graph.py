@@ -12,7 +12,7 @@ inside subgraphs as well.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import onnx
@@ -69,6 +69,14 @@ def consumed(node: onnx.NodeProto) -> list[str]:
     for sub in subgraphs(node):
         names.extend(sorted(name for name in outer_reads(sub) if name not in names))
     return names
+
+
+def drop_unread_initializers(graph: onnx.GraphProto, candidates: Callable[[str], bool]) -> None:
+    """Remove the initializers whose name ``candidates`` accepts and that no node (subgraphs
+    included) reads."""
+    read = {name for _, node in walk(graph) for name in consumed(node)}
+    for init in [i for i in graph.initializer if candidates(i.name) and i.name not in read]:
+        graph.initializer.remove(init)
 
 
 def rename_consumed(node: onnx.NodeProto, mapping: dict[str, str]) -> int:

@@ -17,7 +17,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 from export.builder import GraphBuilder
-from export.graph import Rewrite, consumed, copy_model, subgraphs, tensor_dtype, walk
+from export.graph import (
+    Rewrite,
+    consumed,
+    copy_model,
+    drop_unread_initializers,
+    subgraphs,
+    tensor_dtype,
+)
 
 
 def rewrite(model: onnx.ModelProto) -> Rewrite:
@@ -27,15 +34,8 @@ def rewrite(model: onnx.ModelProto) -> Rewrite:
     changes: list[str] = []
     _rewrite_graph(result.graph, result.graph, constants, changes)
     if changes:
-        _drop_unread_initializers(result.graph, set(constants))
+        drop_unread_initializers(result.graph, constants.__contains__)  # the pads' constants
     return Rewrite(result, changes)
-
-
-def _drop_unread_initializers(graph: onnx.GraphProto, candidates: set[str]) -> None:
-    """Remove the replaced pads' constants (initializers of ``candidates`` nothing reads now)."""
-    read = {name for _, node in walk(graph) for name in consumed(node)}
-    for init in [i for i in graph.initializer if i.name in candidates and i.name not in read]:
-        graph.initializer.remove(init)
 
 
 def _rewrite_graph(graph: onnx.GraphProto, top: onnx.GraphProto, constants: dict[str, np.ndarray],

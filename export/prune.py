@@ -15,7 +15,7 @@ import onnx
 from onnx import numpy_helper
 
 from export.convert_names import ADD_INPUT, MUL_INPUT
-from export.graph import Rewrite, consumed, copy_model, rename_consumed, walk
+from export.graph import Rewrite, consumed, copy_model, drop_unread_initializers, rename_consumed, walk
 
 IDENTITY = "mcd_off/{}"
 
@@ -56,7 +56,8 @@ def keep_sites(masked: onnx.ModelProto, count: int, keep: list[int]) -> Rewrite:
     graph.input.extend(inputs)
     for node in graph.node:
         rename_consumed(node, renamed)
-    _drop_unused_initializers(graph)
+    # the identity constants of sites on other outputs' branches
+    drop_unread_initializers(graph, lambda name: name.startswith(IDENTITY.format("")))
     return Rewrite(model, changes)
 
 
@@ -65,15 +66,6 @@ def _site_of(name: str, count: int) -> int | None:
         if name in (MUL_INPUT.format(k), ADD_INPUT.format(k)):
             return k
     return None
-
-
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    """Remove the identity constants nothing reads (sites on other outputs' branches)."""
-    read = {name for _, node in walk(graph) for name in consumed(node)}
-    unused = [i for i in graph.initializer
-              if i.name.startswith(IDENTITY.format("")) and i.name not in read]
-    for init in unused:
-        graph.initializer.remove(init)
 
 
 __all__ = ["keep_sites", "used_sites"]
