@@ -9,7 +9,6 @@ their status code as their reason.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from scorer import schema, segments
 from scorer.errors import OutputError
 from scorer.h5write import FileHeader
+from scorer.reader import read_attrs, read_dataset
 
 V1_IDENTITY = ("kind", "num_outputs", "passes", "seed", "save_passes", "has_labels",
                "model_sha256", "max_pixels", "jpeg_draft")
@@ -46,47 +46,31 @@ def import_partial(old: Path, header: FileHeader, identity: Mapping[str, Any],
         raise OutputError(f"cannot read the interrupted run {old} ({error}); use --overwrite "
                           "to start again") from error
     with file:
-        _check_identity(old, file.attrs, identity)
-        rows = int(file.attrs.get("rows_complete", 0))
-        columns: dict[str, Any] = {}
-        for spec in schema.dataset_specs(header.kind, header.save_passes, header.has_labels):
-            if spec.name == "reason":
-                continue
-            if spec.name not in file:
+        _check_identity(old, read_attrs(file), identity)
+        specs = schema.dataset_specs(header.kind, header.save_passes, header.has_labels)
+        for spec in specs:
+            if spec.name != "reason" and spec.name not in file:  # schema 1 has no reason
                 raise OutputError(f"{old} has no {spec.name!r} dataset; it is damaged, use "
                                   "--overwrite to start again")
-            data = file[spec.name]
-            if spec.dtype == schema.STRING:
-                columns[spec.name] = data.asstr()[:rows].tolist()
-            else:
-                columns[spec.name] = np.asarray(data[:rows], dtype=spec.dtype)
-    columns["reason"] = ["" if s == schema.STATUS_OK else s for s in columns["status"]]
+        rows = int(file.attrs.get("rows_complete", 0))  # a partial: only its flushed rows
+        columns: dict[str, Any] = {}
+        for spec in specs:
+            values = read_dataset(file, spec.name, 0, rows)  # reason: from status
+            columns[spec.name] = values.tolist() if spec.dtype == schema.STRING else \
+                np.asarray(values, dtype=spec.dtype)
     if rows:
         folder.mkdir(parents=True, exist_ok=True)
         segments.write_segment(folder, 0, columns)
     return rows
 
 
-def _check_identity(old: Path, attrs: h5py.AttributeManager, identity: Mapping[str, Any]) -> None:
+def _check_identity(old: Path, attrs: Mapping[str, Any], identity: Mapping[str, Any]) -> None:
     differing = []
     for name in V1_IDENTITY:
-        stored = _plain(attrs.get(name))
+        stored = attrs.get(name)
         if name in identity and stored != identity[name]:
             differing.append(f"{name}: {stored!r} (interrupted run) vs {identity[name]!r} (now)")
     if differing:
         raise OutputError(f"cannot resume {old}: it was written by a different run; "
                           f"{'; '.join(differing)}. Rerun with the same settings, or use "
                           "--overwrite to start again")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bytes):
-        value = value.decode("utf-8")
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
