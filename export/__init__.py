@@ -1,13 +1,9 @@
-"""Keras model -> self-contained ONNX Monte Carlo dropout graph.
+"""mcd-export: a trained model -> one self-contained ONNX Monte Carlo dropout graph.
 
-Importing this package does not import TensorFlow. The modules that read Keras models or convert
-them (``api``, ``backend``, ``convert``, ``keras_model``, ``loading``, ``preprocessing``,
-``reference``, ``sites``, ``validate``) import it through :mod:`export.backend`; the graph passes
-(``graph``, ``captures``, ``erfc``, ``unsupported``, ``prune``, ``stochastic``, ``reduce``) and the
-estimates (``cost``, ``memory``, ``report``) are pure ONNX. The graph interface and metadata it
-writes are defined on the runtime side, in :mod:`scorer.contract`.
+``api`` is the library entry point (load -> convert -> rewrite -> stamp metadata -> validate ->
+save atomically) and ``cli`` the ``mcd-export`` command over it. ``from_keras/`` is the Keras
+side, the only place TensorFlow is imported (through :mod:`export.from_keras.backend`);
+``rewrites/`` holds the pure ONNX graph passes, one per module; ``checks/`` the validation and
+the estimates. Importing this package does not import TensorFlow. The graph interface and the
+metadata it writes are defined on the runtime side, in :mod:`scorer.contract`.
 """
-
-from export.errors import ExportError, ExportUsageError
-
-__all__ = ["ExportError", "ExportUsageError"]

@@ -9,32 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from export import (
-    convert,
-    cost,
-    memory,
-    preprocessing,
-    probe,
-    prune,
-    reduce,
-    sites,
-    stochastic,
-    validate,
-)
-from export.backend import keras, versions
-from export.errors import ExportUsageError, UnsupportedModelError
-from export.keras_model import Head, find_head, single_input_shape
-from export.loading import load_model
-from export.report import SiteReport, site_report
-from export.validate import ATOL as DEFAULT_TOLERANCE
+from export.checks import cost, memory, probe, validate
+from export.checks.site_report import SiteReport, site_report
+from export.checks.validate import ATOL as DEFAULT_TOLERANCE
+from export.errors import ExportError, ExportUsageError, UnsupportedModelError
+from export.from_keras import convert, preprocessing, sites
+from export.from_keras.backend import keras, versions
+from export.from_keras.loading import load_model
+from export.from_keras.model import Head, find_head, single_input_shape
+from export.rewrites import prune, reduce, stochastic
 from scorer.contract import DropoutSite, ModelMetadata
+from scorer.rundir.atomic import atomic_write
 
 IR_VERSION = 8  # onnxruntime 1.31 reads IR <= 13; opset 17 needs IR >= 8
 VALIDATION_IMAGES = 4
@@ -74,10 +65,11 @@ class ExportResult:
     warnings: list[str] = field(default_factory=list)
     report: list[str] = field(default_factory=list)  # validation, one line per check
     notes: list[str] = field(default_factory=list)  # preprocessing, sites, hints
+    rewrites: list[str] = field(default_factory=list)  # what each graph rewrite changed, in order
 
 
 @dataclass
-class Plan:
+class Inspection:
     """What inspecting the Keras model decided."""
 
     shape: tuple[int, ...]
@@ -97,6 +89,7 @@ class Graph:
     all_sites: list[DropoutSite]  # every convertible site, numbered as converted
     kept: list[int]  # indices into all_sites of the sampled sites
     work: cost.GraphCost  # of the graph with every site's mask as an input
+    rewrites: list[str]  # what the rewrites so far changed
 
 
 def export_file(source: Path, destination: Path, options: ExportOptions) -> ExportResult:
@@ -125,22 +118,23 @@ def check_destination(destination: Path) -> None:
 def build(model: keras.Model, options: ExportOptions, source_sha256: str = "",
           source_name: str = "") -> ExportResult:
     """Build (and by default validate) the MC dropout graph of an in-memory Keras model."""
-    plan = inspect(model, options)
-    graph = convert_sites(model, plan, options)
-    final, trunk = make_final(graph, plan, options.trunk)
+    found = inspect(model, options)
+    graph = convert_sites(model, found, options)
+    final, trunk = make_final(graph, found, options.trunk)
     report = site_report(graph.all_sites, graph.kept, graph.work, trunk)
-    footprint = memory.estimate(final, graph.masked, plan.shape)
-    metadata = make_metadata(plan, graph, options, trunk, footprint, report)
+    footprint = memory.estimate(final, graph.masked, found.shape)
+    metadata = make_metadata(found, graph, options, trunk, footprint, report)
     metadata = replace(metadata, source_sha256=source_sha256, source_name=source_name)
     metadata.check()
     onnx.helper.set_model_props(final, metadata.to_props())
-    result = ExportResult(None, metadata, final, plan.warnings, [], notes(plan, report))
+    result = ExportResult(None, metadata, final, found.warnings, [], notes(found, report),
+                          graph.rewrites)
     if options.validate:
-        result.report = run_validation(model, plan, graph, final, footprint, options)
+        result.report = run_validation(model, found, graph, final, footprint, options)
     return result
 
 
-def inspect(model: keras.Model, options: ExportOptions) -> Plan:
+def inspect(model: keras.Model, options: ExportOptions) -> Inspection:
     """Input, head, preprocessing and dropout sites of the model, checked against the options."""
     warnings = sites.unreproducible_layers(model)
     if warnings and options.strict:
@@ -169,81 +163,86 @@ def inspect(model: keras.Model, options: ExportOptions) -> Plan:
         raise ExportUsageError(
             f"{len(options.class_names)} class names given for a head with {classes} classes"
         )
-    return Plan(shape, head, choice, convertible, sampled, warnings)
+    return Inspection(shape, head, choice, convertible, sampled, warnings)
 
 
-def convert_sites(model: keras.Model, plan: Plan, options: ExportOptions) -> Graph:
+def convert_sites(model: keras.Model, found: Inspection, options: ExportOptions) -> Graph:
     """Convert with every convertible site's mask as an input, report, keep the sampled ones."""
-    all_sites = [p.site for p in plan.convertible]
-    masked = convert.convert_masked(model, plan.shape, all_sites, plan.head)
+    all_sites = [p.site for p in found.convertible]
+    masked, rewrites = convert.convert_masked(model, found.shape, all_sites, found.head)
     used = prune.used_sites(masked, len(all_sites))
-    keep = [k for k in plan.sampled if k in used]
+    keep = [k for k in found.sampled if k in used]
     if not keep:
         raise UnsupportedModelError(
             f"no dropout layer {'chosen by --mc-layers ' if options.mc_layers else ''}lies on the "
-            f"path to output {plan.head.name!r}: MC dropout would report zero uncertainty for it. "
+            f"path to output {found.head.name!r}: MC dropout would report zero uncertainty for it. "
             "Choose an output after a dropout layer with --output"
             f"{', or other layers with --mc-layers' if options.mc_layers else ''}"
         )
-    ignored = [all_sites[k].path for k in plan.sampled if k not in used]
+    ignored = [all_sites[k].path for k in found.sampled if k not in used]
     if ignored:
-        plan.warnings.append(f"dropout layers not on the path to output {plan.head.name!r} are "
+        found.warnings.append(f"dropout layers not on the path to output {found.head.name!r} are "
                              f"ignored: {', '.join(ignored)}")
     work = cost.graph_cost(masked)
-    masked = prune.keep_sites(masked, len(all_sites), keep).model
-    return Graph(masked, [all_sites[k] for k in keep], all_sites, keep, work)
+    masked, pruned = prune.keep_sites(masked, len(all_sites), keep)
+    return Graph(masked, [all_sites[k] for k in keep], all_sites, keep, work, rewrites + pruned)
 
 
-def make_final(graph: Graph, plan: Plan, trunk: str) -> tuple[onnx.ModelProto, str]:
+def make_final(graph: Graph, found: Inspection, trunk: str) -> tuple[onnx.ModelProto, str]:
     """The self-contained graph and the trunk mode used (cached falls back to input)."""
     ranks = None
     if trunk == "cached":
         frontier = stochastic.find_frontier(
             graph.masked.graph, set(stochastic.mask_input_names(graph.sites)), "cached")
-        ranks = probe.frontier_ranks(graph.masked, graph.sites, frontier, plan.shape)
+        ranks = probe.frontier_ranks(graph.masked, graph.sites, frontier, found.shape)
         if ranks is None:
-            plan.warnings.append("could not cache the deterministic trunk (a tensor crossing into "
+            found.warnings.append("could not cache the deterministic trunk (a tensor crossing into "
                                  "the stochastic part has no batch axis); every pass runs the "
                                  "whole network")
             trunk = "input"
-    final = stochastic.make_stochastic(graph.masked, graph.sites, trunk, ranks).model
-    final = reduce.add_outputs(final, plan.head.activation, plan.head.width).model
+    final = graph.masked
+    for rewrite in (lambda m: stochastic.make_stochastic(m, graph.sites, trunk, ranks),
+                    lambda m: reduce.add_outputs(m, found.head.activation, found.head.width)):
+        final, changes = rewrite(final)
+        if not changes:  # both must change the graph: an unchanged one would not sample
+            raise ExportError("a graph rewrite of the export changed nothing; please report it")
+        graph.rewrites.extend(changes)
     final.ir_version = IR_VERSION
     final.producer_name = "mcd-export"
     onnx.checker.check_model(final)
     return final, trunk
 
 
-def make_metadata(plan: Plan, graph: Graph, options: ExportOptions, trunk: str,
+def make_metadata(found: Inspection, graph: Graph, options: ExportOptions, trunk: str,
                   footprint: memory.Footprint, report: SiteReport) -> ModelMetadata:
     """The file's metadata (without the source file's name and hash)."""
-    kind, classes = reduce.output_kind(plan.head.activation, plan.head.width)
+    kind, classes = reduce.output_kind(found.head.activation, found.head.width)
     return ModelMetadata(
-        input_shape=(None, *plan.shape), layout=plan.choice.layout,
-        preprocessing=plan.choice.preprocessing, output_kind=kind, head=plan.head.activation,
+        input_shape=(None, *found.shape), layout=found.choice.layout,
+        preprocessing=found.choice.preprocessing, output_kind=kind, head=found.head.activation,
         num_outputs=classes, dropout_sites=tuple(graph.sites), class_names=options.class_names,
         versions=versions(),
         opset=convert.OPSET, ir_version=IR_VERSION, trunk=trunk,
         bytes_per_image=footprint.per_image, bytes_per_image_pass=footprint.per_pass,
-        preprocessing_origin=plan.choice.origin, built_in_preprocessing=plan.choice.built_in,
+        preprocessing_origin=found.choice.origin, built_in_preprocessing=found.choice.built_in,
         mc_layers=options.mc_layers,
         per_pass_share=round(report.per_pass_share, 4),
     )
 
 
-def notes(plan: Plan, report: SiteReport) -> list[str]:
+def notes(found: Inspection, report: SiteReport) -> list[str]:
     """The report lines that are not validation: preprocessing, sites and hints."""
-    lines = [f"preprocessing: {plan.choice.note()}", *report.lines]
+    lines = [f"preprocessing: {found.choice.note()}", *report.lines]
     if report.hint:
         lines.append(f"hint: {report.hint}")
     return lines
 
 
-def run_validation(model: keras.Model, plan: Plan, graph: Graph, final: onnx.ModelProto,
+def run_validation(model: keras.Model, found: Inspection, graph: Graph, final: onnx.ModelProto,
                    footprint: memory.Footprint, options: ExportOptions) -> list[str]:
-    """The three checks of :mod:`export.validate`, each call sized by ``--max-memory``."""
+    """The three checks of :mod:`export.checks.validate`, each call sized by ``--max-memory``."""
     check = validate.Validation(
-        model, plan.head, graph.sites, validation_images(plan, options.validation_seed),
+        model, found.head, graph.sites, validation_images(found, options.validation_seed),
         options.validation_seed, footprint, memory.Budget(options.max_memory), options.tolerance)
     validate.check_conversion(graph.masked, check)
     validate.check_masks(final, check)
@@ -251,11 +250,11 @@ def run_validation(model: keras.Model, plan: Plan, graph: Graph, final: onnx.Mod
     return check.report.lines
 
 
-def validation_images(plan: Plan, seed: int) -> np.ndarray:
+def validation_images(found: Inspection, seed: int) -> np.ndarray:
     """Random pixels 0..255 preprocessed as the metadata says: what mcd-score will feed."""
-    pre = plan.choice.preprocessing
-    pixels = np.random.default_rng(seed).random((VALIDATION_IMAGES, *plan.shape)) * 255.0
-    channel_axis = 1 if plan.choice.layout == "NCHW" and len(plan.shape) == 3 else -1
+    pre = found.choice.preprocessing
+    pixels = np.random.default_rng(seed).random((VALIDATION_IMAGES, *found.shape)) * 255.0
+    channel_axis = 1 if found.choice.layout == "NCHW" and len(found.shape) == 3 else -1
     images = pixels * pre.scale + pre.offset
     for values, apply in ((pre.mean, np.subtract), (pre.std, np.divide)):
         if values is not None and len(values) in (1, images.shape[channel_axis]):
@@ -266,27 +265,9 @@ def validation_images(plan: Plan, seed: int) -> np.ndarray:
 
 
 def save(model: onnx.ModelProto, destination: Path) -> None:
-    """Write atomically: a temporary file in the same folder, renamed into place."""
-    data = model.SerializeToString()
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp",
-                                         dir=destination.parent if str(destination.parent)
-                                         else ".")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; a new file respects umask
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    """Write atomically (:func:`scorer.rundir.atomic.atomic_write`): a reader sees the old file
+    or the whole new one."""
+    atomic_write(destination, model.SerializeToString())
 
 
 __all__ = ["ExportOptions", "ExportResult", "build", "export_file", "save"]

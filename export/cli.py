@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from export.errors import ExportError, ExportUsageError
+from scorer.cli.errors import library_errors
 from scorer.contract import RESIZE_METHODS
 
 
@@ -106,16 +107,10 @@ def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | N
         mc_layers=_patterns(mc_layers), max_memory=max_memory, validate=not no_validate,
         validation_passes=validation_passes, tolerance=tolerance,
     )
-    try:
+    # TensorFlow, tf2onnx and ONNX raise many types: any other error is reported in one line
+    with library_errors((ExportUsageError,), (ExportError,), unexpected=lambda error: (
+            f"exporting {model} failed unexpectedly: {type(error).__name__}: {error}")):
         result = export_file(model, out, options)
-    except ExportUsageError as error:
-        raise click.UsageError(str(error)) from error
-    except ExportError as error:
-        raise click.ClickException(str(error)) from error
-    except Exception as error:  # last resort: TensorFlow, tf2onnx and ONNX raise many types
-        raise click.ClickException(
-            f"exporting {model} failed unexpectedly: {type(error).__name__}: {error}"
-        ) from error
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if quiet:

@@ -4,9 +4,13 @@
 class ExportError(Exception):
     """The export failed (exit code 1)."""
 
+    exit_code = 1
+
 
 class ExportUsageError(ExportError):
     """The user asked for something impossible or ambiguous (exit code 2)."""
+
+    exit_code = 2
 
 
 class ModelLoadError(ExportUsageError):

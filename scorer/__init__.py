@@ -17,8 +17,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 _PUBLIC = {
     "score": "scorer.scoring", "ScoreOptions": "scorer.scoring", "ScoreSummary": "scorer.scoring",
-    "read_results": "scorer.reader", "read_arrays": "scorer.reader",
-    "compare_results": "scorer.compare",
+    "read_results": "scorer.results.reader", "read_arrays": "scorer.results.reader",
+    "compare_results": "scorer.results.compare",
 }
 
 

@@ -1,7 +1,9 @@
 """The contract between mcd-export and mcd-score: graph interface and model metadata.
 
 The scorer defines the file format it runs; the exporter writes against this module. It is pure
-Python (no TensorFlow, no ONNX Runtime).
+Python and numpy (no TensorFlow, no ONNX Runtime): the one place where the graph's input and
+output names, the feeds of a call, the statistics each output kind has and the mask inputs of a
+converted graph are spelled.
 
 Everything the scorer needs to feed the graph and read its outputs travels inside the ``.onnx`` file
 under one key, :data:`METADATA_KEY`, as JSON with a schema version. This module is pure Python so the
@@ -27,14 +29,21 @@ outputs
 
 Pass ``t`` of seed ``s`` uses the same dropout masks for every image, whatever ``pass_start`` or the
 batch, so results can be computed in any batching or pass chunking and combined.
+
+Before the exporter generates the masks in the graph, the converted graph takes each dropout
+site's mask as inputs (:func:`mask_inputs`): ``mcd_mul_<k>`` (and ``mcd_add_<k>`` for alpha
+dropout), shape ``[1, *mask_shape]``. The checks feed them to compare with the source model.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 METADATA_KEY = "mcd_score"
 SCHEMA_VERSION = 2
@@ -42,6 +51,8 @@ READABLE_SCHEMA_VERSIONS = (1, 2)
 """Version 2 added ``preprocessing_origin``, ``built_in_preprocessing``, ``mc_layers``,
 ``per_pass_share`` and the sites' ``layer_class``, ``path`` and ``drop_path``; version-1 files read
 with their defaults."""
+RETIRED_FIELDS = ("input_name", "input_dtype")
+"""Fields older exports wrote with constant values (``images``, ``float32``); ignored on reading."""
 
 INPUT_IMAGES = "images"
 INPUT_SEED = "seed"
@@ -57,7 +68,15 @@ OUTPUT_LABEL_ENTROPY_SUM = "label_entropy_sum"
 OUTPUT_KINDS = ("probabilities", "multilabel", "values")
 """``probabilities``: one distribution over C classes per pass (softmax, or a one-unit sigmoid as
 ``[1 - p, p]``); ``multilabel``: C independent sigmoid probabilities; ``values``: raw outputs."""
-HEADS = ("softmax", "sigmoid", "linear")
+STATISTICS = {
+    "probabilities": (OUTPUT_SUM, OUTPUT_M2, OUTPUT_ENTROPY_SUM, OUTPUT_VOTES),
+    "multilabel": (OUTPUT_SUM, OUTPUT_M2, OUTPUT_LABEL_ENTROPY_SUM),
+    "values": (OUTPUT_SUM, OUTPUT_M2),
+}
+"""The statistics outputs of each output kind, besides ``passes``."""
+MASK_MUL = "mcd_mul_{}"
+MASK_ADD = "mcd_add_{}"
+_MASK_NAME = re.compile(r"^mcd_(?:mul|add)_(\d+)$")
 COLOR_MODES = ("rgb", "grayscale")
 LAYOUTS = ("NHWC", "NCHW")
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "box")
@@ -65,6 +84,26 @@ SITE_KINDS = ("dropout", "spatial_dropout", "gaussian_dropout", "alpha_dropout")
 PREPROCESSING_ORIGINS = ("default", "model", "options")
 """``default``: mcd-export's defaults (pixels scaled by 1/255); ``model``: the model rescales or
 normalises its input itself, so pixels are fed unscaled (0..255); ``options``: the user's ``--scale``."""
+
+
+def feeds(images: np.ndarray, seed: int, pass_start: int, pass_count: int) -> dict[str, np.ndarray]:
+    """The inputs of one call: passes ``[pass_start, pass_start + pass_count)`` of ``images``."""
+    return {INPUT_IMAGES: np.ascontiguousarray(images, dtype=np.float32),
+            INPUT_SEED: np.array(seed, np.int64),
+            INPUT_PASS_START: np.array(pass_start, np.int64),
+            INPUT_PASS_COUNT: np.array(pass_count, np.int64)}
+
+
+def mask_inputs(index: int, additive: bool = False) -> tuple[str, ...]:
+    """The converted graph's mask inputs of site ``index``: the multiplier, and the added term of
+    sites that have one (``additive``: alpha dropout)."""
+    return (MASK_MUL.format(index), MASK_ADD.format(index)) if additive else (MASK_MUL.format(index),)
+
+
+def mask_site(name: str) -> int | None:
+    """The site index of a mask input name (``mcd_mul_3`` -> 3), ``None`` for other names."""
+    match = _MASK_NAME.match(name)
+    return int(match[1]) if match else None
 
 
 class MetadataError(ValueError):
@@ -132,6 +171,11 @@ class DropoutSite:
     path: str = ""
     drop_path: bool = False
 
+    @property
+    def additive(self) -> bool:
+        """Whether the site adds a term besides its multiplier (alpha dropout)."""
+        return self.kind == "alpha_dropout"
+
 
 @dataclass(frozen=True)
 class ModelMetadata:
@@ -158,13 +202,6 @@ class ModelMetadata:
     mc_layers: tuple[str, ...] | None = None
     per_pass_share: float | None = None
     schema_version: int = SCHEMA_VERSION
-    input_name: str = INPUT_IMAGES
-    input_dtype: str = "float32"
-
-    @property
-    def num_classes(self) -> int:
-        """Width ``C`` of the ``passes`` output."""
-        return self.num_outputs
 
     def check(self) -> None:
         """Raise :class:`MetadataError` if the metadata is inconsistent."""
@@ -208,6 +245,8 @@ class ModelMetadata:
                 f"{' or '.join(str(v) for v in READABLE_SCHEMA_VERSIONS)}); re-export the model "
                 "with a matching mcd-export or upgrade mcd-score"
             )
+        for constant in RETIRED_FIELDS:
+            data.pop(constant, None)
         try:
             pre = dict(data.pop("preprocessing"))
             for key in ("mean", "std"):

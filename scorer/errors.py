@@ -9,9 +9,13 @@ could not be written, the run resumes once that is fixed) and :class:`ScoreInter
 class ScorerError(Exception):
     """Scoring failed (exit code 1)."""
 
+    exit_code = 1
+
 
 class ScorerUsageError(ScorerError):
     """Bad input, options or environment that the user must fix (exit code 2)."""
+
+    exit_code = 2
 
 
 class ModelError(ScorerUsageError):
@@ -33,9 +37,14 @@ class OutputError(ScorerUsageError):
 class OutputWriteError(ScorerError):
     """Writing the output failed (full disk, quota, I/O error); committed rows are kept (exit 4)."""
 
+    exit_code = 4
+
 
 class ScoreInterrupted(ScorerError):
     """Ctrl-C or SIGTERM: the committed rows are kept; ``--resume`` continues (exit 130)."""
+
+    exit_code = 130
+    cli_prefix = "mcd-score: "  # not an error: the run stopped where it was asked to
 
 
 class ImageError(Exception):

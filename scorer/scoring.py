@@ -1,8 +1,10 @@
 """Library entry point: score a folder (or list) of images with an mcd-export graph into HDF5.
 
-files -> decoded batches (:mod:`scorer.pipeline`) -> ONNX Runtime, passes in chunks
-(:mod:`scorer.session`, :mod:`scorer.passes`) -> metrics (:mod:`scorer.metrics`) -> rows committed
-to ``OUT.parts/`` (:mod:`scorer.rundir`) -> merged into ``OUT`` when complete (:mod:`scorer.h5write`).
+files -> decoded batches (:mod:`scorer.images`) -> ONNX Runtime, passes in chunks
+(:mod:`scorer.model`) -> metrics (:mod:`scorer.metrics`), as rows (:mod:`scorer.engine`) ->
+committed to ``OUT.parts/`` (:mod:`scorer.rundir`) -> merged into ``OUT`` when complete
+(:mod:`scorer.results`). A Ray run (:mod:`scorer.distributed`) shares :func:`set_up` and
+:func:`summarize` and calls :func:`score` for each shard.
 """
 
 from __future__ import annotations
@@ -24,19 +26,23 @@ import numpy as np
 import onnxruntime as ort
 import PIL
 
-from scorer import __version__, jpeg
-from scorer.decode import DECODERS, DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
+from scorer import __version__
+from scorer.engine import score_batch
 from scorer.errors import ImageError, OutputError, ScoreInterrupted, ScorerUsageError
-from scorer.h5write import FileHeader
-from scorer.inputs import DEFAULT_MAX_FILE_MB, ImageRef, discover, image_key, label_hint, read_file
-from scorer.isolate import prestart
-from scorer.passes import Plan, plan, score_batch
-from scorer.pipeline import DecodeSettings, default_workers, iter_batches, start_processes
-from scorer.reader import open_results
-from scorer.rundir import RunDir, parts_path
-from scorer.schema import STATUS_OK
-from scorer.segments import FLUSH_SECONDS
-from scorer.session import ScoringSession, open_session
+from scorer.images import jpeg
+from scorer.images.batches import default_workers, iter_batches, start_processes
+from scorer.images.decode import DECODERS, DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
+from scorer.images.files import DEFAULT_MAX_FILE_MB, image_key, read_file
+from scorer.images.listing import ImageRef, discover, label_hint
+from scorer.images.load import DecodeSettings
+from scorer.model.passes import Plan, plan
+from scorer.model.session import ScoringSession, open_session
+from scorer.results.reader import open_results
+from scorer.results.schema import STATUS_OK, FileHeader
+from scorer.rundir.child import prestart
+from scorer.rundir.folder import RunDir, parts_path, refuse_existing
+from scorer.rundir.merge import MODULE as MERGE_MODULE
+from scorer.rundir.segments import FLUSH_SECONDS
 
 Progress = Callable[[int, int, int], None]
 
@@ -63,18 +69,20 @@ class ScoreOptions:
     max_image_mb: int = DEFAULT_MAX_IMAGE_MB
     draft: bool = True
     decoder: str = "auto"  # auto (libjpeg-turbo for plain JPEGs, same pixels) | pillow
-    decode_processes: bool | None = None  # processes (scorer.procpool) or threads; None: by size
+    decode_processes: bool | None = None  # processes (scorer.images.workers), threads; None: by size
     threads: int | None = None
     commit_seconds: float = FLUSH_SECONDS
-    merge_in_child: bool = True  # False in Ray workers: see scorer.rundir.RunDir.finish
+    merge_in_child: bool = True  # False in Ray workers: see scorer.rundir.folder.RunDir.finish
     command: str = ""
 
     def check(self) -> None:
-        for name, low in (("passes", 1), ("batch_size", 1), ("max_memory_mb", 16),
-                          ("max_file_mb", 1), ("max_image_mb", 1), ("max_pixels", 1)):
+        for name, flag, low in (("passes", "--passes", 1), ("batch_size", "--batch-size", 1),
+                                ("max_memory_mb", "--max-memory", 16),
+                                ("max_file_mb", "--max-file-size", 1),
+                                ("max_image_mb", "--max-image-memory", 1),
+                                ("max_pixels", "--max-pixels", 1)):
             value = getattr(self, name)
             if value is not None and value < low:
-                flag = "--" + name.replace("_mb", "").replace("_", "-")
                 raise ScorerUsageError(f"{flag} must be at least {low}, got {value}")
         if not self.commit_seconds > 0:
             raise ScorerUsageError(f"--commit-every must be positive, got {self.commit_seconds}")
@@ -112,13 +120,63 @@ class ScoreSummary:
 
 @dataclass(frozen=True)
 class Started:
-    """What :func:`score` tells its ``on_start`` callback before the first batch."""
+    """What :func:`score` tells its ``on_start`` callback before the first batch.
 
-    session: ScoringSession
+    ``where`` says what runs the passes (``running on CPU``, or the Ray cluster).
+    """
+
+    where: str
     plan: Plan
     images: int
     resumed: int
     warnings: list[str]
+
+
+@dataclass
+class RunSetup:
+    """What a run is before its first image: the inputs, the model and what the output records.
+
+    Made by :func:`set_up` for a local run and for a Ray driver alike.
+    """
+
+    refs: list[ImageRef]
+    notes: list[str]  # hints for the user about the inputs
+    session: ScoringSession
+    plan: Plan
+    header: FileHeader
+    identity: dict
+
+
+def list_inputs(images: Path | Sequence[ImageRef]) -> tuple[list[ImageRef], list[str]]:
+    """The inputs of a run (a folder is discovered, refs are taken as they are) and any hint."""
+    if not isinstance(images, Path):
+        return list(images), []
+    refs = discover(images)
+    hint = label_hint(refs, images)
+    return refs, [hint] if hint else []
+
+
+def set_up(images: Path | Sequence[ImageRef], refs: list[ImageRef], notes: list[str],
+           session: ScoringSession, options: ScoreOptions,
+           has_labels: bool | None = None) -> RunSetup:
+    """The plan, results-file header and run identity of scoring ``refs`` with ``session``."""
+    run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
+                    session.provider)
+    header = file_header(session, options, refs, images, run_plan, has_labels)
+    return RunSetup(refs, notes, session, run_plan, header,
+                    run_identity(session, options, refs, run_plan))
+
+
+def summarize(out: Path, setup: RunSetup, resumed: int, started: float, provider: str,
+              notice: str, warnings: Sequence[str] = ()) -> ScoreSummary:
+    """The summary of a finished run, its failures counted in the written file."""
+    failures = count_failures(Path(out))
+    return ScoreSummary(
+        output=str(out), images=len(setup.refs), scored=len(setup.refs) - resumed,
+        failed=sum(failures.values()), resumed=resumed,
+        seconds=round(time.monotonic() - started, 3), provider=provider, notice=notice,
+        batch_size=setup.plan.batch_size, pass_chunk=setup.plan.pass_chunk, failures=failures,
+        cuda_fallback=setup.session.cuda_fallback, warnings=[*setup.notes, *warnings])
 
 
 def score(
@@ -126,7 +184,8 @@ def score(
     options: ScoreOptions, progress: Progress | None = None,
     on_start: Callable[[Started], None] | None = None, has_labels: bool | None = None,
 ) -> ScoreSummary:
-    """Score ``images`` (a folder, or refs from :func:`scorer.inputs.read_file_list`) into ``out``.
+    """Score ``images`` (a folder, or refs from :func:`scorer.images.listing.read_file_list`)
+    into ``out``.
 
     ``model`` is the ``.onnx`` file, or a session already open (a worker scoring many shards
     keeps one). ``has_labels`` overrides whether the file has a ``label`` dataset (by default:
@@ -140,27 +199,26 @@ def score(
     """
     options.check()
     started = time.monotonic()
-    refs = discover(images) if isinstance(images, Path) else list(images)
-    notes = [hint] if isinstance(images, Path) and (hint := label_hint(refs, images)) else []
+    out = Path(out)
+    refuse_existing(out, options.mode)  # before anything slow starts
+    refs, notes = list_inputs(images)
     workers = default_workers() if options.workers is None else options.workers
     processes = options.decode_processes
     if processes is None:
         processes = len(refs) >= PROCESSES_FROM_IMAGES
     pool = start_processes(workers, processes)  # starts while the model loads
     if options.merge_in_child:
-        prestart("scorer.merge")  # the final merge's process, ready when the rows are
+        prestart(MERGE_MODULE)  # the final merge's process, ready when the rows are
     session = model if isinstance(model, ScoringSession) else open_session(
         model, options.device, options.threads)
-    run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
-                    session.provider)
-    header = file_header(session, options, refs, images, run_plan, has_labels)
-    with RunDir.open(Path(out), header, run_identity(session, options, refs, run_plan),
-                     options.mode) as run:
+    setup = set_up(images, refs, notes, session, options, has_labels)
+    run_plan = setup.plan
+    with RunDir.open(out, setup.header, setup.identity, options.mode) as run:
         writer = run.writer(flush_seconds=options.commit_seconds)
         resumed = writer.rows_done
         check_resumed(run, refs, resumed, options.max_file_mb << 20)
         if on_start is not None:
-            on_start(Started(session, run_plan, len(refs), resumed, notes))
+            on_start(Started(session.notice, run_plan, len(refs), resumed, notes))
         settings = decode_settings(session, options)
         failed = 0
         with interruptible():
@@ -179,16 +237,9 @@ def score(
                 writer.flush()
                 raise ScoreInterrupted(
                     f"interrupted after {writer.rows_done} of {len(refs)} images; the rows so "
-                    f"far are kept in {parts_path(Path(out))}; run again with --resume to continue"
+                    f"far are kept in {parts_path(out)}; run again with --resume to continue"
                 ) from None
-    failures = count_failures(Path(out))
-    return ScoreSummary(
-        output=str(out), images=len(refs), scored=len(refs) - resumed,
-        failed=sum(failures.values()), resumed=resumed,
-        seconds=round(time.monotonic() - started, 3), provider=session.provider,
-        notice=session.notice, batch_size=run_plan.batch_size, pass_chunk=run_plan.pass_chunk,
-        failures=failures, cuda_fallback=session.cuda_fallback, warnings=notes,
-    )
+    return summarize(out, setup, resumed, started, session.provider, session.notice)
 
 
 def decode_settings(session: ScoringSession, options: ScoreOptions) -> DecodeSettings:
@@ -255,7 +306,7 @@ def check_resumed(run: RunDir, refs: Sequence[ImageRef], done: int, max_bytes: i
     files (first, last and a few between) must still have the bytes they had."""
     if not done:
         return
-    from scorer.segments import iter_columns
+    from scorer.rundir.segments import iter_columns
 
     paths, keys = [], []
     for columns in iter_columns(run.committed(), ("path", "key")):

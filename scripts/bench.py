@@ -47,7 +47,7 @@ IMAGES = {"mnist": {"model": 8192, "keras": 8192, "e2e": 16384, "loop": 64},
           "cnn": {"model": 256, "keras": 256, "e2e": 256, "loop": 64},
           "mobilenet": {"model": 1024, "keras": 1024, "e2e": 4096, "loop": 4}}
 COLUMNS = ("keras-loop", "keras-mc", "ort-single", "mcd-model", "mcd-e2e", "e2e-1k")
-SMALL_RUN = 1024  # images of the e2e-1k column: a small folder, as in issue 13 (1,088 photos)
+SMALL_RUN = 1024  # images of the e2e-1k column: a small folder, as most runs see (1,088 photos)
 
 
 def build(name: str):
@@ -124,10 +124,10 @@ def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dic
     """One callable per column (each returns images/s) and what the report needs besides."""
     from bench_keras import KerasMC
 
-    from scorer.inputs import ImageRef
-    from scorer.passes import plan, run_passes
+    from scorer.images.listing import ImageRef
+    from scorer.model.passes import plan, run_passes
+    from scorer.model.session import open_session
     from scorer.scoring import ScoreOptions
-    from scorer.session import open_session
 
     counts = IMAGES[name]
     model = build(name)
@@ -199,7 +199,7 @@ def peak_memory(model: Path, folder: Path, count: int, passes: int, work: Path) 
     """Peak memory in MiB of a fresh default run on ``count`` files: the largest sum over the
     process tree (scorer and decode workers) of the proportional set size, sampled every 20 ms."""
     code = (
-        "import sys; from pathlib import Path; from scorer.inputs import ImageRef; "
+        "import sys; from pathlib import Path; from scorer.images.listing import ImageRef; "
         "from scorer.scoring import ScoreOptions, score; "
         f"refs = [ImageRef(p.name, p) for p in sorted(Path({str(folder)!r}).iterdir())[:{count}]]; "
         f"score(refs, Path({str(work / 'mem.h5')!r}), Path({str(model)!r}), "

@@ -38,7 +38,7 @@ if args["export"]:
     from export.cli import main
     main(args["cli"], standalone_mode=False)
 else:
-    from export.loading import load_model
+    from export.from_keras.loading import load_model
     load_model(Path(args["cli"][0]))
 seconds = time.perf_counter() - start
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
@@ -50,7 +50,7 @@ print(json.dumps({"seconds": seconds, "peak": peak}))
 def save_model(application: str, size: int, path: Path) -> None:
     """Build the backbone with a dropout head (random weights) and save it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from export.backend import keras
+    from export.from_keras.backend import keras
 
     keras.utils.set_random_seed(0)
     backbone = getattr(keras.applications, application)(

@@ -22,15 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-import scorer.rundir
+import scorer.model.session
+import scorer.rundir.folder
+import scorer.rundir.segments
 import scorer.scoring
-import scorer.segments
-import scorer.session
-from scorer import decode as decode_module
-from scorer import jpeg
 from scorer.contract import Preprocessing
-from scorer.inputs import ImageRef, image_key, read_file
-from scorer.pipeline import DecodeSettings, iter_batches
+from scorer.images import decode as decode_module
+from scorer.images import jpeg
+from scorer.images.batches import iter_batches
+from scorer.images.files import image_key, read_file
+from scorer.images.listing import ImageRef
+from scorer.images.load import DecodeSettings
 
 STAGES = ("start-up", "wait for batch", "onnx runtime", "metrics + rows", "segment commits",
           "final merge", "other")
@@ -102,10 +104,10 @@ class Stages:
                    (scorer.scoring, "discover", "start-up"),
                    (scorer.scoring.RunDir, "open", "start-up"),
                    (scorer.scoring, "score_batch", "metrics + rows"),
-                   (scorer.session.ScoringSession, "run", "onnx runtime"),
-                   (scorer.segments.SegmentWriter, "append", "segment commits"),
-                   (scorer.segments.SegmentWriter, "flush", "segment commits"),
-                   (scorer.rundir.RunDir, "finish", "final merge")]
+                   (scorer.model.session.ScoringSession, "run", "onnx runtime"),
+                   (scorer.rundir.segments.SegmentWriter, "append", "segment commits"),
+                   (scorer.rundir.segments.SegmentWriter, "flush", "segment commits"),
+                   (scorer.rundir.folder.RunDir, "finish", "final merge")]
         originals = [(owner, name, owner.__dict__[name]) for owner, name, _ in patches]
         for owner, name, stage in patches:
             setattr(owner, name, self._timed(owner.__dict__[name], stage))

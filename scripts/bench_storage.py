@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scorer import schema
-from scorer.h5write import FileHeader, write_results
-from scorer.rundir import RunDir
+from scorer.results import schema
+from scorer.results.schema import FileHeader
+from scorer.results.writer import write_results
+from scorer.rundir.folder import RunDir
 
 CLASSES, PASSES = 10, 50
 

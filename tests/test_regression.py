@@ -9,10 +9,11 @@ purpose, run ``python scripts/make_reference.py`` and say why in the commit.
 from pathlib import Path
 
 from click.testing import CliRunner
+from paths import REGRESSION
 
-from scorer.cli import main
+from scorer.cli.main import main
 
-DATA = Path(__file__).parent / "data" / "regression"
+DATA = REGRESSION
 PASSES = 30
 SEED = 7
 

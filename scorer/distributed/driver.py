@@ -24,21 +24,20 @@ from pathlib import Path
 from scorer.distributed.shards import Shard, plan_shards, rows_committed, shard_rows
 from scorer.distributed.worker import ShardWorker, UnreadableShard
 from scorer.errors import ScoreInterrupted, ScorerError
-from scorer.inputs import ImageRef, discover, label_hint
-from scorer.passes import plan
-from scorer.rundir import RunDir, parts_path
+from scorer.images.listing import ImageRef
+from scorer.model.session import open_session
+from scorer.rundir.folder import RunDir, parts_path, refuse_existing
 from scorer.scoring import (
     Progress,
     ScoreOptions,
     ScoreSummary,
     Started,
-    count_failures,
-    file_header,
     interruptible,
+    list_inputs,
     now,
-    run_identity,
+    set_up,
+    summarize,
 )
-from scorer.session import open_session
 
 POLL_SECONDS = 1.0
 
@@ -85,23 +84,22 @@ def score_on_ray(
     """
     options.check()
     started = time.monotonic()
-    refs = discover(images) if isinstance(images, Path) else list(images)
-    notes = [hint] if isinstance(images, Path) and (hint := label_hint(refs, images)) else []
+    out = Path(out)
+    refuse_existing(out, options.mode)
+    refs, notes = list_inputs(images)
     session = open_session(Path(model), "cpu", 1)  # metadata, plan and hash: workers score
-    run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
-                    session.provider)
     ray, owned = connect(ray_options.address)
     try:
         workers = worker_count(ray, ray_options)
         rows = shard_rows(len(refs), workers, ray_options.shard_rows)
         shards = plan_shards(len(refs), rows)
         has_labels = any(ref.label is not None for ref in refs)
-        header = file_header(session, options, refs, images, run_plan, has_labels)
-        header = dataclasses.replace(header, attrs={**header.attrs, "ray": {
+        setup = set_up(images, refs, notes, session, options, has_labels)
+        header = dataclasses.replace(setup.header, attrs={**setup.header.attrs, "ray": {
             "workers": workers, "shard_rows": rows, "shards": len(shards),
             "stitched": not ray_options.consolidate}})
-        identity = {**run_identity(session, options, refs, run_plan), "shard_rows": rows}
-        with RunDir.open(Path(out), header, identity, options.mode) as run:
+        identity = {**setup.identity, "shard_rows": rows}
+        with RunDir.open(out, header, identity, options.mode) as run:
             parts = {s.index: run.part_path(s.index) for s in shards}
             todo = [s for s in shards if not parts[s.index].exists()]
             finished = len(refs) - sum(len(s) for s in todo)  # rows of the finished shards
@@ -109,8 +107,7 @@ def score_on_ray(
             if on_start is not None:
                 where = (f"running on Ray: {workers} workers, {len(shards)} shards of up to {rows} "
                          "images")
-                on_start(Started(dataclasses.replace(session, notice=where), run_plan, len(refs),
-                                 resumed, notes))
+                on_start(Started(where, setup.plan, len(refs), resumed, notes))
             with interruptible():
                 try:
                     scheduler = Scheduler(ray, ray_options, workers, model, options, refs, parts,
@@ -121,19 +118,14 @@ def score_on_ray(
                 except KeyboardInterrupt:
                     raise ScoreInterrupted(
                         f"interrupted; the finished shards and the rows scored so far are kept "
-                        f"in {parts_path(Path(out))}; run again with --resume to continue"
+                        f"in {parts_path(out)}; run again with --resume to continue"
                     ) from None
     finally:
         if owned:
             ray.shutdown()
-    failures = count_failures(Path(out))
-    return ScoreSummary(
-        output=str(out), images=len(refs), scored=len(refs) - resumed,
-        failed=sum(failures.values()), resumed=resumed,
-        seconds=round(time.monotonic() - started, 3), provider=f"Ray ({workers} workers)",
-        notice=f"running on Ray, {workers} workers, {len(shards)} shards of {rows} images",
-        batch_size=run_plan.batch_size, pass_chunk=run_plan.pass_chunk, failures=failures,
-        warnings=notes + ([f"{retried} shard attempts were retried"] if retried else []))
+    return summarize(out, setup, resumed, started, f"Ray ({workers} workers)",
+                     f"running on Ray, {workers} workers, {len(shards)} shards of {rows} images",
+                     [f"{retried} shard attempts were retried"] if retried else [])
 
 
 def connect(address: str):

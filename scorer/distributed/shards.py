@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from scorer.rundir import parts_path, rows_folder
-from scorer.segments import SEGMENT_NAME
+from scorer.rundir.folder import parts_path, rows_folder
+from scorer.rundir.segments import SEGMENT_NAME
 
 MIN_SHARD_ROWS, MAX_SHARD_ROWS = 256, 8192
 SHARDS_PER_WORKER = 4

@@ -7,9 +7,9 @@ import socket
 from pathlib import Path
 
 from scorer.errors import ScorerUsageError
-from scorer.inputs import ImageRef
+from scorer.images.listing import ImageRef
+from scorer.model.session import open_session
 from scorer.scoring import ScoreOptions, score
-from scorer.session import open_session
 
 
 class UnreadableShard(ScorerUsageError):

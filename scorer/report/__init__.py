@@ -6,10 +6,12 @@ Library entry point::
     summary = write_report(Path("out.h5"), Path("report.html"), ReportOptions(ood_labels=("ood",)))
     summary.numbers["ood"]["measures"]["mutual_information"]["auroc"]
 
-Modules: ``load`` (the only HDF5 access), ``table`` (per-row columns, streamed), ``numbers`` (pure
-metrics), ``analysis`` (sections and the JSON summary), ``figures`` (matplotlib), ``thumbs``
-(galleries), ``page`` (HTML), ``api`` (:func:`write_report`), ``command`` (the Click command).
-matplotlib is imported only when the page is drawn.
+Modules: ``load`` (the file, through the one reader :mod:`scorer.results.reader`), ``columns``
+(per-row columns, streamed), ``numbers`` (pure metrics), ``analysis`` (sections and the JSON
+summary), ``figures`` (matplotlib), ``thumbs`` (galleries), ``page`` (HTML), ``api``
+(:func:`write_report`). The command is :mod:`scorer.cli.report`. matplotlib is imported only when
+the page is drawn. May import :mod:`scorer.results`, :mod:`scorer.rundir.atomic` (writing the
+page), :mod:`scorer.contract` and :mod:`scorer.errors`.
 """
 
 from scorer.report.api import write_report

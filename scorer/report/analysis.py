@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from scorer.report import numbers
+from scorer.report.columns import CLASS, OOD, OTHER, UNLABELLED, RowTable
 from scorer.report.options import ReportOptions
-from scorer.report.table import CLASS, OOD, OTHER, UNLABELLED, RowTable
 
 SUMMARY_VERSION = 1
 COVERAGES = (0.9, 0.8, 0.5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,11 @@ import numpy as np
 from scorer.report import figures as draw
 from scorer.report import page, thumbs
 from scorer.report.analysis import MEASURE_TITLES, Analysis, Histogram, analyse, output_names
+from scorer.report.columns import SCATTER_SERIES, read_table
 from scorer.report.errors import ReportUsageError
 from scorer.report.load import ResultsReader
 from scorer.report.options import ReportOptions, ReportSummary
-from scorer.report.table import SCATTER_SERIES, read_table
+from scorer.rundir.atomic import atomic_write
 
 
 def default_html_path(results_path: Path) -> Path:
@@ -126,13 +126,10 @@ def _scatter(analysis: Analysis) -> Any:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary sibling and a rename."""
-    temporary = path.with_name(path.name + ".tmp")
+    """Write ``text`` to ``path`` atomically (:func:`scorer.rundir.atomic.atomic_write`)."""
     try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write(path, text.encode("utf-8"))
     except OSError as err:
-        temporary.unlink(missing_ok=True)
         raise ReportUsageError(f"cannot write {path}: {err.strerror or err}; check that its folder "
                                "exists and is writable") from err
     return path

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scorer.report.analysis import MEASURE_TITLES, Histogram, Selective
+from scorer.report.columns import CLASS, OOD, WRONG, Scatter
 from scorer.report.errors import MissingDependencyError
 from scorer.report.numbers import Calibration
-from scorer.report.table import CLASS, OOD, WRONG, Scatter
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -1,11 +1,8 @@
-"""Read an mcd-score results file for the report: the only module of the report that touches HDF5.
+"""The report's access to a results file, by dataset name and in row slices.
 
-Datasets are looked up by name at the file root, so the reader works with any schema version that
-keeps these names: ``path``, ``status``, optional ``reason`` and ``label``, ``mean``/``std``
-``[N, C]``, and the per-kind ``[N]`` metrics. Root attributes read: ``kind``, ``num_outputs``,
-``passes``, ``class_names`` (a JSON list, a string array, or a 1-D string dataset ``class``),
-``images_root``, ``schema_version``, ``rows_complete`` (only rows below it are read) and
-``model_metadata`` (for the head type).
+The file is opened, checked and described by the one reader of results files
+(:mod:`scorer.results.reader`: schema version, parts of a stitched file, row count, attributes,
+class or output names); this module adds the report's access patterns on top.
 
 Memory: ``[N]`` numeric columns are read whole (4-8 bytes a row); string columns are read in row
 slices and turned into integer codes; ``[N, C]`` datasets are only ever read in row slices
@@ -14,7 +11,6 @@ slices and turned into integer codes; ``[N, C]`` datasets are only ever read in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +19,11 @@ from types import TracebackType
 import h5py
 import numpy as np
 
+from scorer.contract import OUTPUT_KINDS
+from scorer.errors import OutputError
 from scorer.report.errors import ResultsFileError
-from scorer.sources import check_sources
+from scorer.results.reader import default_names, open_results, read_attrs, row_count
 
-KINDS = ("probabilities", "multilabel", "values")
 CHUNK_BYTES = 8 << 20
 """Target size of one row slice of an ``[N, C]`` dataset read by :meth:`matrix_chunks`."""
 STRING_CHUNK_ROWS = 65536
@@ -41,10 +38,11 @@ class ResultsInfo:
         kind: ``"probabilities"``, ``"multilabel"`` or ``"values"``.
         num_outputs: ``C``, the width of ``mean`` and ``std``.
         passes: ``T``, stochastic passes per image, or ``None`` if not recorded.
-        class_names: ``C`` names, or ``()`` when the file has none.
+        class_names: ``C`` names of the classes, labels or outputs (the file's coordinate), or
+            ``()`` when the model names none.
         images_root: Folder the ``path`` column is relative to (``""`` if unknown).
-        schema_version: The file's schema version, or ``None``.
-        rows: ``N``, completed rows (``rows_complete`` when present).
+        schema_version: The file's schema version.
+        rows: ``N``, completed rows (``rows_complete`` of a schema-1 partial).
         head: ``"softmax"``, ``"sigmoid"``, ``"linear"`` or ``None`` (from ``model_metadata``).
         datasets: Names of the datasets at the file root.
     """
@@ -72,45 +70,23 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _names_from_attr(value: object) -> tuple[str, ...]:
-    """Class names from a JSON string, a string array or a list; ``()`` when empty or unreadable."""
-    if value is None:
-        return ()
-    if isinstance(value, bytes | str):
-        text = _text(value).strip()
-        if not text:
-            return ()
-        try:
-            decoded = json.loads(text)
-        except json.JSONDecodeError:
-            return tuple(name.strip() for name in text.split(","))
-        return tuple(_text(v) for v in decoded) if isinstance(decoded, list) else ()
-    if isinstance(value, np.ndarray | list | tuple):
-        return tuple(_text(v) for v in np.asarray(value).ravel().tolist())
-    return ()
-
-
 class ResultsReader:
     """Read-only access to a results file by dataset name.
 
     Use as a context manager: ``with ResultsReader(path) as reader: ...``.
 
     Raises:
-        ResultsFileError: The file is missing, not HDF5, or lacks ``path``/``status``.
+        ResultsFileError: The file is missing, not an mcd-score results file (see
+            :func:`scorer.results.reader.open_results`), or lacks ``path``/``status``.
     """
 
     def __init__(self, path: Path) -> None:
         path = Path(path)
-        if not path.is_file():
-            raise ResultsFileError(f"results file {path} does not exist; give the .h5 file that "
-                                   "mcd-score wrote")
         try:
-            self._file = h5py.File(path, "r")
-        except OSError as err:
-            raise ResultsFileError(f"{path} is not a readable HDF5 file ({err}); expected an "
-                                   "mcd-score results file") from err
+            self._file = open_results(path)
+        except OutputError as error:
+            raise ResultsFileError(str(error)) from error
         try:
-            check_sources(self._file, path)  # a stitched file with a missing part reads as blanks
             self.info = self._read_info(path)
         except Exception:
             self._file.close()
@@ -124,43 +100,32 @@ class ResultsReader:
             raise ResultsFileError(
                 f"{path} lacks the dataset(s) {', '.join(missing)} that every mcd-score results "
                 f"file has (found: {', '.join(sorted(datasets)) or 'none'}); is it a results file?")
-        attrs = file.attrs
-        length = int(file["path"].shape[0])
-        rows = min(length, int(attrs["rows_complete"])) if "rows_complete" in attrs else length
+        attrs = read_attrs(file)
         kind = _text(attrs["kind"]) if "kind" in attrs else self._guess_kind(datasets)
-        if kind not in KINDS:
-            raise ResultsFileError(f"{path} has kind {kind!r}; the report knows {', '.join(KINDS)}")
+        if kind not in OUTPUT_KINDS:
+            raise ResultsFileError(f"{path} has kind {kind!r}; the report knows "
+                                   f"{', '.join(OUTPUT_KINDS)}")
         num_outputs = int(attrs["num_outputs"]) if "num_outputs" in attrs else (
             int(file["mean"].shape[1]) if "mean" in datasets and file["mean"].ndim == 2 else 0)
-        names = _names_from_attr(attrs.get("class_names"))
-        if not names and "class" in datasets and h5py.check_string_dtype(file["class"].dtype):
-            names = tuple(file["class"].asstr()[...].tolist())
-        if len(names) != num_outputs:
-            names = ()
+        names = [str(name) for name in attrs["class_names"]]
+        metadata = attrs.get("model_metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        head = metadata.get("head")
+        if names == default_names(num_outputs) and not metadata.get("class_names"):
+            names = []  # the model names none: the file's coordinate is just 0 .. C-1
         return ResultsInfo(
             path=path, kind=kind, num_outputs=num_outputs,
             passes=int(attrs["passes"]) if "passes" in attrs else None,
-            class_names=names,
+            class_names=tuple(names),
             images_root=_text(attrs.get("images_root", "")),
-            schema_version=int(attrs["schema_version"]) if "schema_version" in attrs else None,
-            rows=rows, head=self._head(), datasets=datasets)
+            schema_version=int(attrs["schema_version"]), rows=row_count(file),
+            head=head if isinstance(head, str) else None, datasets=datasets)
 
     @staticmethod
     def _guess_kind(datasets: frozenset[str]) -> str:
         if "predicted_class" in datasets:
             return "probabilities"
         return "multilabel" if "label_mutual_information" in datasets else "values"
-
-    def _head(self) -> str | None:
-        raw = self._file.attrs.get("model_metadata")
-        if raw is None:
-            return None
-        try:
-            meta = json.loads(_text(raw))
-        except json.JSONDecodeError:
-            return None
-        head = meta.get("head") if isinstance(meta, dict) else None
-        return head if isinstance(head, str) else None
 
     def has(self, name: str) -> bool:
         """Whether the dataset ``name`` exists at the file root."""

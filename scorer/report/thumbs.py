@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from scorer.h5write import RAW_PATHS
-from scorer.reader import exact_path
 from scorer.report.analysis import output_names
+from scorer.report.columns import RowTable
 from scorer.report.load import ResultsReader
-from scorer.report.table import RowTable
+from scorer.results.reader import exact_path
+from scorer.results.writer import RAW_PATHS
 
 THUMBNAIL_PIXELS = 128
 """Longest side of a thumbnail; smaller images are enlarged (nearest neighbour) to ``MIN_PIXELS``."""

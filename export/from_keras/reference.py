@@ -1,0 +1,84 @@
+"""Keras references the exported graph is validated against, run in chunks of ``rows`` images.
+
+Only the chosen sites' layers are touched; every other dropout layer keeps inference behaviour
+(identity), and BatchNormalization stays in inference mode throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from export.from_keras.backend import keras
+from export.from_keras.model import Head, select_output
+from export.from_keras.sites import patched_sites, run_keras, site_layers
+from scorer.contract import DropoutSite
+
+
+def keras_predict(model: keras.Model, images: np.ndarray, head: Head, rows: int = 64) -> np.ndarray:
+    """Plain inference (dropout off): ``[N, width]``."""
+    return _chunked(model, images, head, rows)
+
+
+def keras_with_masks(
+    model: keras.Model, images: np.ndarray, head: Head, sites: Sequence[DropoutSite],
+    muls: Sequence[np.ndarray], adds: Sequence[np.ndarray | None], rows: int = 64,
+) -> np.ndarray:
+    """Inference with site ``k`` computing ``x * muls[k] + adds[k]`` (masks ``[1, *mask_shape]``)."""
+    def make_call(k, layer):
+        def call(inputs, training=None):
+            out = inputs * muls[k]
+            return out if adds[k] is None else out + adds[k]
+        return call
+
+    with patched_sites(site_layers(model, sites), make_call):
+        return _chunked(model, images, head, rows)
+
+
+def keras_dropout_passes(
+    model: keras.Model, images: np.ndarray, head: Head, sites: Sequence[DropoutSite], passes: int,
+    rows: int = 64,
+) -> np.ndarray:
+    """Keras' own MC dropout, only the sites' layers in training mode: ``[N, T, width]``.
+
+    Keras draws a mask per sample, so each image is repeated T times and the ``N * T`` rows run in
+    calls of at most ``rows`` (the same as T separate passes), unless a ``noise_shape`` shares one
+    mask across the batch; then each pass is its own call.
+    """
+    layers = site_layers(model, sites)
+
+    def make_call(k, layer):
+        original = type(layer).call
+
+        def call(inputs, training=None):
+            return original(layer, inputs, training=True)
+        return call
+
+    with patched_sites(layers, make_call):
+        if any(_batch_shared_mask(layer) for layer in layers):  # one mask for the whole batch
+            outs = [_chunked(model, images, head, rows) for _ in range(passes)]
+            return np.stack(outs, axis=1)
+        total = len(images) * passes
+        outs = [_call(model, images[np.arange(start, min(start + rows, total)) // passes], head)
+                for start in range(0, total, rows)]
+    return np.concatenate(outs).reshape(len(images), passes, -1)
+
+
+def _chunked(model: keras.Model, images: np.ndarray, head: Head, rows: int) -> np.ndarray:
+    rows = max(1, rows)
+    return np.concatenate([_call(model, images[i:i + rows], head)
+                           for i in range(0, len(images), rows)])
+
+
+def _call(model: keras.Model, images: np.ndarray, head: Head) -> np.ndarray:
+    return np.asarray(run_keras(lambda: select_output(model(images, training=False), head)),
+                      dtype=np.float32)
+
+
+def _batch_shared_mask(layer) -> bool:
+    noise = getattr(layer, "noise_shape", None)
+    return noise is not None and len(noise) > 0 and noise[0] == 1
+
+
+__all__ = ["keras_dropout_passes", "keras_predict", "keras_with_masks"]

@@ -1,0 +1,67 @@
+"""The one way this tool writes a file: a temporary sibling, fsync, rename over the target.
+
+Whoever reads the target sees the old file or the new one, never a part of either, whatever
+happens during the write (kill -9, a full disk, power loss): SQLite's "atomic commit" by
+rename. Used for committed row segments, the run's ``job.json``, exported models and the
+report's pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def atomic_write(path: Path, content: bytes | Callable[[BinaryIO], object]) -> None:
+    """Write ``content`` (bytes, or a function that writes to a binary stream) to ``path``.
+
+    The temporary file has a unique name in ``path``'s folder and the permissions of a new file
+    (``0666`` less the umask); after the rename the folder entry is flushed too.
+
+    Raises:
+        OSError: The write, fsync or rename failed; the temporary file is removed and ``path`` is
+            as it was.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            if isinstance(content, bytes | bytearray | memoryview):
+                stream.write(content)
+            else:
+                content(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    fsync_path(folder, directory=True)
+
+
+def fsync_path(path: Path, directory: bool = False) -> None:
+    """Flush a file or a folder entry to disk where the platform allows it."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

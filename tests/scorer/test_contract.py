@@ -1,0 +1,45 @@
+"""Metadata schema 2: new fields round-trip, version-1 files still read with the new fields' defaults."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from paths import REGRESSION
+
+from scorer.contract import MetadataError, ModelMetadata
+
+REGRESSION_MODEL = REGRESSION / "model.onnx"
+
+
+def props(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def test_version_1_file_reads_with_defaults():
+    text = props(onnx.load(REGRESSION_MODEL))["mcd_score"]
+    assert json.loads(text)["schema_version"] == 1
+    meta = ModelMetadata.from_json(text)
+    assert meta.schema_version == 1
+    assert (meta.preprocessing_origin, meta.built_in_preprocessing) == ("default", ())
+    assert meta.mc_layers is None and meta.per_pass_share is None
+    assert all((s.layer_class, s.path, s.drop_path) == ("", "", False) for s in meta.dropout_sites)
+
+
+def test_version_2_round_trips(exports):
+    meta = exports.get("mnist_cnn").metadata
+    assert meta.schema_version == 2
+    again = ModelMetadata.from_props(props(exports.get("mnist_cnn").onnx_model))
+    assert again == meta
+    assert [s.path for s in again.dropout_sites] == [s.name for s in meta.dropout_sites]
+    assert 0 < again.per_pass_share < 1
+
+
+def test_new_fields_are_checked(exports):
+    data = json.loads(exports.get("mnist_cnn").metadata.to_json())
+    for field, value, message in (("preprocessing_origin", "guessed", "preprocessing_origin"),
+                                  ("per_pass_share", 1.5, "per_pass_share"),
+                                  ("schema_version", 3, "schema version 3")):
+        with pytest.raises(MetadataError, match=message):
+            ModelMetadata.from_json(json.dumps({**data, field: value}))
