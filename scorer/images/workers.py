@@ -42,7 +42,7 @@ import numpy as np
 from scorer.errors import ScorerError
 from scorer.images.listing import ImageRef
 from scorer.images.load import load, lower_priority
-from scorer.rundir.child import child_env
+from scorer.rundir.child import child_command, child_env
 
 _HEADER = 4  # bytes of the length prefix of a message
 _EXIT_GRACE = 1.0  # seconds to wait for a killed worker before leaving it to the OS
@@ -189,8 +189,8 @@ class _Worker:
         answers_read, answers_write = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "scorer.images.workers", str(fd), str(answers_write),
-                 str(os.getpid())],
+                child_command("scorer.images.workers", str(fd), str(answers_write),
+                              str(os.getpid())),
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(fd, answers_write),
                 env=child_env())
         finally:

@@ -58,6 +58,12 @@ def run_module(module: str, payload: dict[str, Any]) -> None:
         raise ChildFailed(0, short_reason(lines[-1] if lines else "the writing process failed"))
 
 
+def child_command(module: str, *arguments: str) -> list[str]:
+    """``python -P -m module ...``: ``-P`` keeps the current folder off the child's path, so a
+    folder named ``scorer`` where the user runs the tool cannot stand in for this package."""
+    return [sys.executable, "-P", "-m", module, *arguments]
+
+
 def child_env() -> dict[str, str]:
     """The environment of a ``python -m scorer...`` child: this one, with this package first on
     ``PYTHONPATH`` (so the child runs the same scorer, installed or not)."""
@@ -66,7 +72,7 @@ def child_env() -> dict[str, str]:
 
 
 def _start(module: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE,
+    return subprocess.Popen(child_command(module), stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=child_env())
 

@@ -144,3 +144,19 @@ def test_sigterm_ends_a_run_within_seconds_even_with_a_hung_reader(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_folder_named_scorer_where_the_tool_runs_does_not_stand_in_for_it(tmp_path):
+    """The decode workers and the merge child are fresh interpreters started with ``-m``: the
+    user's current folder must not come first on their path."""
+    root = images(tmp_path / "images", 12)
+    fake = tmp_path / "work" / "scorer"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit('the wrong scorer package')\n")
+    (fake / "rundir").mkdir()
+    (fake / "rundir" / "__init__.py").write_text("")
+    out = tmp_path / "out.h5"
+    result = subprocess.run(score_args(root, out, "--decode-processes", "--workers", "2"),
+                            cwd=fake.parent, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and "wrong scorer" not in result.stderr
