@@ -287,10 +287,7 @@ def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[I
         "max_pixels": options.max_pixels, "max_file_mb": options.max_file_mb,
         "max_image_mb": options.max_image_mb, "jpeg_draft": options.draft,
         "pass_chunk": run_plan.pass_chunk,
-        "versions": {
-            "mcd-score": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__, "Pillow": PIL.__version__, "simplejpeg": jpeg.version(),
-            "python": platform.python_version()},
+        "versions": library_versions(),
         "command": options.command,
         "start_time": now(),
     }
@@ -342,8 +339,17 @@ def count_failures(out: Path, rows_per_read: int = 65536) -> dict[str, int]:
     return counts
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def now(timestamp: float | None = None) -> str:
+    """The time (now, or ``timestamp`` from :func:`time.time`) as recorded in results files."""
+    moment = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of what computes and writes the numbers, recorded in every results file."""
+    return {"mcd-score": __version__, "onnxruntime": ort.__version__, "numpy": np.__version__,
+            "h5py": h5py.__version__, "Pillow": PIL.__version__, "simplejpeg": jpeg.version(),
+            "python": platform.python_version()}
 
 
 @contextlib.contextmanager

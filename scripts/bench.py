@@ -8,6 +8,8 @@ For each model (T passes per image), images per second of:
   ort-single   one deterministic ONNX Runtime pass of the plain converted model (tf2onnx,
                dropout off, ONNX Runtime's defaults), on arrays: the physical limit
   mcd-model    mcd-score's graph and run loop on decoded arrays (T passes, trunk cached)
+  predict      scorer.predict on the same arrays in memory (preprocessed): the notebook API,
+               metrics and rows included
   mcd-e2e      mcd-score end to end: JPEG files on disk -> decode -> ONNX -> HDF5, start-up
                and the final merge included, default settings
   e2e-1k       the same on the first 1,024 files only, where start-up and the merge weigh more
@@ -46,7 +48,7 @@ FILE_SIZE = 320
 IMAGES = {"mnist": {"model": 8192, "keras": 8192, "e2e": 16384, "loop": 64},
           "cnn": {"model": 256, "keras": 256, "e2e": 256, "loop": 64},
           "mobilenet": {"model": 1024, "keras": 1024, "e2e": 4096, "loop": 4}}
-COLUMNS = ("keras-loop", "keras-mc", "ort-single", "mcd-model", "mcd-e2e", "e2e-1k")
+COLUMNS = ("keras-loop", "keras-mc", "ort-single", "mcd-model", "predict", "mcd-e2e", "e2e-1k")
 SMALL_RUN = 1024  # images of the e2e-1k column: a small folder, as most runs see (1,088 photos)
 
 
@@ -155,6 +157,11 @@ def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dic
         for i in range(0, len(x), run_plan.batch_size):
             run_passes(mcd, x[i:i + run_plan.batch_size], passes, 0, False, run_plan)
 
+    def predict() -> None:
+        from scorer.predicting import predict as predict_arrays
+
+        predict_arrays(mcd, x, passes, preprocessed=True)
+
     def mcd_e2e() -> float:
         options = ScoreOptions(passes=passes, device="cpu", mode="overwrite")
         seconds, measured = score_with_stages(refs, work / f"{name}.h5", path, options)
@@ -170,6 +177,7 @@ def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dic
              "keras-mc": lambda: rate(lambda: keras_mc.run(keras_files), len(keras_files)),
              "ort-single": lambda: rate(ort_single, len(x)),
              "mcd-model": lambda: rate(mcd_model, len(x)),
+             "predict": lambda: rate(predict, len(x)),
              "mcd-e2e": mcd_e2e, "e2e-1k": e2e_small}
     extra = {"plan": f"batch {run_plan.batch_size}, {run_plan.pass_chunk} passes/call",
              "stages": stages, "pre": pre, "refs": refs, "model_path": path}
@@ -280,14 +288,16 @@ def print_report(rows: list[dict], memory, passes: int) -> None:
     sizes = ", ".join(f"{row['model']} {row['e2e-images']}" for row in rows)
     print(f"(mcd-e2e: {sizes} images; e2e-1k: at most {SMALL_RUN})")
     print(f"\n{'model':10s} {'e2e/single':>10s} {'1k/single':>10s} {'e2e/model':>10s} "
-          f"{'e2e/keras-mc':>12s} {'model/single':>12s} {'mc/keras-loop':>13s}   plan, "
-          "end-to-end images")
+          f"{'e2e/keras-mc':>12s} {'model/single':>12s} {'mc/keras-loop':>13s} "
+          f"{'predict/model':>13s} {'predict/loop':>12s}   plan, end-to-end images")
     for row in rows:
         print(f"{row['model']:10s} {row['mcd-e2e'] / row['ort-single']:10.2f} "
               f"{row['e2e-1k'] / row['ort-single']:10.2f} "
               f"{row['mcd-e2e'] / row['mcd-model']:10.2f} {row['mcd-e2e'] / row['keras-mc']:12.2f} "
               f"{row['mcd-model'] / row['ort-single']:12.2f} "
-              f"{row['mcd-model'] / row['keras-loop']:13.1f}   {row['plan']}, {row['e2e-images']}")
+              f"{row['mcd-model'] / row['keras-loop']:13.1f} "
+              f"{row['predict'] / row['mcd-model']:13.2f} {row['predict'] / row['keras-loop']:12.1f}"
+              f"   {row['plan']}, {row['e2e-images']}")
     print("\nstage breakdown, CPU ms per image: single steps on one thread; pipelines through 2 "
           "workers over 2,048 files, start-up and IPC included, all processes counted")
     names = list(rows[0]["costs"])

@@ -82,7 +82,7 @@ def image_costs(refs: Sequence[ImageRef], pre: Preprocessing) -> dict[str, float
         "jpeg markers + EXIF": _cpu_ms(jpeg.probe, data),
         "libjpeg-turbo decode": _cpu_ms(lambda d: jpeg.decode_pixels(d, info, gray, scale), data),
         "resize + colour": _cpu_ms(lambda _: decode_module._resize_8bit(pixels, pre), data),
-        "normalise": _cpu_ms(lambda _: decode_module._normalise(resized, pre, "NHWC", row), data),
+        "normalise": _cpu_ms(lambda _: decode_module.normalise(resized, pre, "NHWC", row), data),
         "decode, all steps": _cpu_ms(lambda d: decode_module.decode(d, pre, "NHWC", out=row), data),
         "decode, Pillow only (before)": _cpu_ms(
             lambda d: decode_module.decode(d, pre, "NHWC", decoder="pillow"), data),

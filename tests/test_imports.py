@@ -19,7 +19,7 @@ import export
 import scorer
 
 HEAVY = ("tensorflow", "keras", "tf2onnx", "ray", "matplotlib")
-KERAS_SIDE = ("export.api", "export.from_keras", "export.checks.validate")
+KERAS_SIDE = ("export.api", "export.in_memory", "export.from_keras", "export.checks.validate")
 """Modules that import TensorFlow on purpose: the exporter's entry point and its Keras side."""
 
 

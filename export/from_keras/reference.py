@@ -1,24 +1,45 @@
 """Keras references the exported graph is validated against, run in chunks of ``rows`` images.
 
-Only the chosen sites' layers are touched; every other dropout layer keeps inference behaviour
-(identity), and BatchNormalization stays in inference mode throughout.
+Only the chosen sites' layers are sampled or given masks; every other dropout layer is identity
+(inference behaviour), also where the model calls it with ``training=True`` (the "dropout baked
+in" recipe), and BatchNormalization stays in inference mode throughout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from export.from_keras.backend import keras
 from export.from_keras.model import Head, select_output
-from export.from_keras.sites import patched_sites, run_keras, site_layers
+from export.from_keras.sites import candidate_sites, patched_sites, run_keras, site_layers
 from scorer.contract import DropoutSite
 
 
 def keras_predict(model: keras.Model, images: np.ndarray, head: Head, rows: int = 64) -> np.ndarray:
-    """Plain inference (dropout off): ``[N, width]``."""
-    return _chunked(model, images, head, rows)
+    """Plain inference (dropout off, every dropout layer identity): ``[N, width]``."""
+    with _identity_except(model, []):
+        return _chunked(model, images, head, rows)
+
+
+@contextlib.contextmanager
+def _identity_except(model: keras.Model, sites: Sequence) -> Iterator[None]:
+    """Every dropout layer of ``model`` but ``sites`` (layers) runs as in inference, whatever
+    ``training`` the model calls it with."""
+    chosen = {id(layer) for layer in sites}
+    others = [p.layer for p in candidate_sites(model) if id(p.layer) not in chosen]
+
+    def in_inference(k, layer):
+        original = type(layer).call
+
+        def call(inputs, *args, training=None, **kwargs):
+            return original(layer, inputs, *args, training=False, **kwargs)
+        return call
+
+    with patched_sites(others, in_inference):
+        yield
 
 
 def keras_with_masks(
@@ -32,7 +53,8 @@ def keras_with_masks(
             return out if adds[k] is None else out + adds[k]
         return call
 
-    with patched_sites(site_layers(model, sites), make_call):
+    layers = site_layers(model, sites)
+    with patched_sites(layers, make_call), _identity_except(model, layers):
         return _chunked(model, images, head, rows)
 
 
@@ -55,7 +77,7 @@ def keras_dropout_passes(
             return original(layer, inputs, training=True)
         return call
 
-    with patched_sites(layers, make_call):
+    with patched_sites(layers, make_call), _identity_except(model, layers):
         if any(_batch_shared_mask(layer) for layer in layers):  # one mask for the whole batch
             outs = [_chunked(model, images, head, rows) for _ in range(passes)]
             return np.stack(outs, axis=1)

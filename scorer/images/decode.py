@@ -131,7 +131,7 @@ def decode(
     if decoder == "auto" and jpeg.available():
         fast = _decode_jpeg(data, pre, max_pixels, draft, max_image_bytes)
         if fast is not None:
-            return _normalise(_resize_8bit(fast, pre), pre, layout, out)
+            return normalise(_resize_8bit(fast, pre), pre, layout, out)
     try:
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
             check_complete(data, "WEBP")  # libwebp refuses a short file before Pillow can say why
@@ -152,7 +152,7 @@ def decode(
     except Exception as error:  # anything else Pillow raises on bad data
         reason = REASON_TRUNCATED if "truncated" in str(error).lower() else REASON_DECODE
         raise ImageError(reason, f"{type(error).__name__}: {error}") from error
-    return _normalise(pixels, pre, layout, out)
+    return normalise(pixels, pre, layout, out)
 
 
 def _decode_jpeg(data: bytes, pre: Preprocessing, max_pixels: int, draft: bool,
@@ -321,18 +321,19 @@ def output_shape(pre: Preprocessing, layout: str) -> tuple[int, int, int]:
     return pre.height, pre.width, pre.channels
 
 
-def _normalise(pixels: np.ndarray, pre: Preprocessing, layout: str,
-               out: np.ndarray | None = None) -> np.ndarray:
+def normalise(pixels: np.ndarray, pre: Preprocessing, layout: str,
+              out: np.ndarray | None = None) -> np.ndarray:
     """Apply ``(pixel * scale + offset - mean[c]) / std[c]`` in ``float32`` and the layout.
 
-    ``pixels`` is ``uint8`` or ``float32`` ``[H, W, C]``; the result is written into ``out`` (a
-    ``float32`` row of :func:`output_shape`, e.g. one row of a batch) or a new array. Every
-    operation is a ``float32`` operation on each value, so the numbers do not depend on where
-    they are written.
+    ``pixels`` is ``uint8`` or ``float32`` ``[H, W, C]`` (or ``[N, H, W, C]``: a batch); the
+    result is written into ``out`` (``float32`` of :func:`output_shape`, e.g. one row of a
+    batch, or ``[N, *output_shape]``) or a new array. Every operation is a ``float32`` operation
+    on each value, so the numbers do not depend on where they are written, nor on how many
+    images are normalised at once.
     """
     if out is None:
-        out = np.empty(output_shape(pre, layout), np.float32)
-    x = out.transpose(1, 2, 0) if layout == "NCHW" else out  # an [H, W, C] view of out
+        out = np.empty((*pixels.shape[:-3], *output_shape(pre, layout)), np.float32)
+    x = np.moveaxis(out, -3, -1) if layout == "NCHW" else out  # an [..., H, W, C] view of out
     np.multiply(pixels, np.float32(pre.scale), out=x)
     np.add(x, np.float32(pre.offset), out=x)
     if pre.mean is not None:

@@ -43,6 +43,7 @@ def summarize_passes(passes: np.ndarray, kind: str) -> dict[str, np.ndarray]:
     - ``predicted_class`` int64 ``[N]``: argmax of ``mean`` (first class on ties).
     - ``confidence`` float64 ``[N]``: max of ``mean``.
     - ``predictive_entropy`` float64 ``[N]``: ``H[mean]``, total uncertainty.
+    - ``normalized_entropy`` float64 ``[N]``: ``H[mean] / log C``, from 0 (certain) to 1 (uniform).
     - ``expected_entropy`` float64 ``[N]``: mean over passes of ``H[p_t]``, aleatoric uncertainty.
     - ``mutual_information`` float64 ``[N]``: ``H[mean] - E_t H[p_t]`` (BALD), epistemic
       uncertainty. It is non-negative and at most ``H[mean]`` in exact arithmetic; the result is
@@ -146,10 +147,12 @@ def _probability_metrics(mean: np.ndarray, expected_entropy: np.ndarray) -> dict
     """The metrics of ``mean`` ``[N, C]`` and ``expected_entropy`` ``[N]`` (one distribution)."""
     predictive_entropy = entropy(mean, axis=1)
     mutual_information = np.clip(predictive_entropy - expected_entropy, 0.0, predictive_entropy)
+    classes = mean.shape[1]
     return {
         "predicted_class": mean.argmax(axis=1).astype(np.int64),
         "confidence": mean.max(axis=1),
         "predictive_entropy": predictive_entropy,
+        "normalized_entropy": schema.normalized_entropy(predictive_entropy, classes),
         "expected_entropy": expected_entropy,
         "mutual_information": mutual_information,
     }

@@ -114,9 +114,10 @@ class ScoringSession:
         return dict(zip(outputs, binding.copy_outputs_to_cpu(), strict=True))
 
 
-def open_session(model: Path, device: str = "auto", threads: int | None = None,
+def open_session(model: Path | bytes, device: str = "auto", threads: int | None = None,
                  spinning: bool = False) -> ScoringSession:
-    """Load ``model``, check it is an mcd-export graph, and place it on ``device``.
+    """Load ``model`` (a file, or its bytes), check it is an mcd-export graph, and place it on
+    ``device``.
 
     ONNX Runtime's threads do not spin while they wait for work unless ``spinning``: spinning
     saves a few microseconds per operator when the model runs alone, but the scorer decodes the
@@ -134,6 +135,7 @@ def open_session(model: Path, device: str = "auto", threads: int | None = None,
     if device not in DEVICES:
         raise DeviceError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     data = _read_model(model)
+    model = model if isinstance(model, Path) else Path("(the model's bytes)")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -175,7 +177,13 @@ def _new_session(data: bytes, options: ort.SessionOptions, providers: list[str],
         raise ModelError(f"{model} is not a loadable ONNX model: {error}") from error
 
 
-def _read_model(model: Path) -> bytes:
+def _read_model(model: Path | bytes) -> bytes:
+    if isinstance(model, bytes | bytearray | memoryview):
+        data = bytes(model)
+        if data[:4] in (b"PK\x03\x04", b"\x89HDF"):
+            raise ModelError("these bytes are a Keras model, not an mcd-export ONNX graph; export "
+                             "the model first (export.export_model, or mcd-export)")
+        return data
     if not model.is_file():
         raise ModelError(f"model file {str(model)!r} does not exist; export one with mcd-export "
                          "or set MCD_SCORE_MODEL")

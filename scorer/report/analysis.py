@@ -23,6 +23,7 @@ NLL_FLOOR = 1e-12
 """The probability of the true class is clipped at this before the log (NLL at most 27.6)."""
 MEASURE_TITLES = {
     "predictive_entropy": "predictive entropy",
+    "normalized_entropy": "normalized entropy",
     "mutual_information": "mutual information",
     "expected_entropy": "expected entropy",
     "variation_ratio": "variation ratio",

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scorer.report import figures as draw
-from scorer.report import page, thumbs
-from scorer.report.analysis import MEASURE_TITLES, Analysis, Histogram, analyse, output_names
-from scorer.report.columns import SCATTER_SERIES, read_table
+from scorer.report import page, plots, thumbs
+from scorer.report.analysis import MEASURE_TITLES, Analysis, analyse
+from scorer.report.columns import read_table
 from scorer.report.errors import ReportUsageError
 from scorer.report.load import ResultsReader
 from scorer.report.options import ReportOptions, ReportSummary
@@ -84,13 +81,13 @@ def _warnings(analysis: Analysis) -> list[str]:
 
 def render_figures(analysis: Analysis) -> dict[str, list[tuple[str, bytes]]]:
     """PNG panels of every figure that applies, by name: ``distributions``, ``correct_wrong`` and
-    ``ood`` (one panel per measure), ``scatter``, ``reliability`` and ``rejection`` (one each)."""
+    ``ood`` (one panel per measure), ``scatter``, ``reliability`` and ``rejection`` (one each),
+    each drawn by the function of :mod:`scorer.report.plots` a notebook calls."""
     result: dict[str, list[tuple[str, bytes]]] = {}
 
-    def histograms(histograms: dict[str, Histogram], groups: tuple[str, ...]) -> list[tuple[str, bytes]]:
-        return [(MEASURE_TITLES.get(name, name),
-                 draw.png(draw.histogram_figure(h, groups, MEASURE_TITLES.get(name, name))))
-                for name, h in histograms.items()]
+    def histograms(names, groups: tuple[str, ...]) -> list[tuple[str, bytes]]:
+        return [(MEASURE_TITLES.get(name, name), draw.png(plots.histogram(analysis, name, groups)))
+                for name in names]
 
     if analysis.histograms:
         result["distributions"] = histograms(analysis.histograms, ("all",))
@@ -98,31 +95,15 @@ def render_figures(analysis: Analysis) -> dict[str, list[tuple[str, bytes]]]:
         result["correct_wrong"] = histograms(analysis.histograms, ("correct", "wrong"))
     scatter = analysis.table.scatter
     if scatter is not None and scatter.x.size:
-        result["scatter"] = [("std against mean", draw.png(_scatter(analysis)))]
+        result["scatter"] = [("std against mean", draw.png(plots.std_vs_probability(analysis)))]
     if analysis.calibration is not None:
-        result["reliability"] = [("reliability diagram",
-                                  draw.png(draw.reliability_figure(analysis.calibration)))]
-        result["rejection"] = [("accuracy-rejection curves", draw.png(draw.rejection_figure(
-            analysis.selective, analysis.oracle, analysis.classification["accuracy"])))]
+        result["reliability"] = [("reliability diagram", draw.png(plots.reliability(analysis)))]
+        result["rejection"] = [("accuracy-rejection curves",
+                                draw.png(plots.rejection(analysis)))]
     if analysis.ood:
-        result["ood"] = histograms({name: o.histogram for name, o in analysis.ood.items()
-                                    if o.histogram}, ("in-distribution", "OOD"))
+        result["ood"] = histograms([name for name, o in analysis.ood.items() if o.histogram],
+                                   ("in-distribution", "OOD"))
     return result
-
-
-def _scatter(analysis: Analysis) -> Any:
-    table = analysis.table
-    info, scatter = table.info, table.scatter
-    if info.kind == "probabilities":
-        label = ("P(positive class)" if info.binary_sigmoid
-                 else "mean probability of the predicted class")
-        return draw.scatter_figure(scatter, label, None)
-    names = output_names(table)[:SCATTER_SERIES]
-    if info.kind == "multilabel" and info.num_outputs > SCATTER_SERIES:
-        scatter = dataclasses.replace(scatter, series=np.zeros_like(scatter.series))
-        names = ["all labels"]
-    label = "mean probability of each label" if info.kind == "multilabel" else "mean value"
-    return draw.scatter_figure(scatter, label, names)
 
 
 def _write_text(path: Path, text: str) -> Path:

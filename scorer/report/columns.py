@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scorer.report.load import ResultsInfo, ResultsReader
+from scorer.results.schema import normalized_entropy
 
 UNLABELLED, CLASS, OOD, OTHER = 0, 1, 2, 3
 """``label_role`` values: no label, a class of the model, an ``--ood`` label, any other label."""
 WRONG = 4
 """Scatter series of a ``CLASS`` row whose prediction is wrong (``CLASS`` then means correct)."""
 
-PROBABILITY_MEASURES = ("predictive_entropy", "mutual_information", "expected_entropy",
-                        "variation_ratio")
+PROBABILITY_MEASURES = ("predictive_entropy", "normalized_entropy", "mutual_information",
+                        "expected_entropy", "variation_ratio")
 MULTILABEL_MEASURES = ("predictive_entropy", "mutual_information", "expected_entropy")
 SCATTER_SERIES = 6
 """At most this many outputs of a values head get their own scatter series."""
@@ -162,6 +163,10 @@ def read_table(reader: ResultsReader, ood_labels: tuple[str, ...] = (), max_poin
             MULTILABEL_MEASURES if info.kind == "multilabel" else ()):
         if reader.has(name):
             table.measures[name] = np.where(ok, reader.column(name), np.float32(np.nan))
+        elif name == "normalized_entropy" and "predictive_entropy" in table.measures \
+                and info.num_outputs > 1:  # files written before the dataset existed
+            table.measures[name] = normalized_entropy(
+                table.measures["predictive_entropy"], info.num_outputs).astype(np.float32)
     if info.kind == "probabilities" and reader.has("predicted_class"):
         table.predicted = np.where(ok, reader.column("predicted_class", "int64"), -1)
     if info.kind == "probabilities" and reader.has("confidence"):

@@ -43,6 +43,11 @@ def require_matplotlib() -> None:
             "only)") from err
 
 
+def blank_figure(width: float, height: float, constrained: bool = True) -> Figure:
+    """An empty Figure of ``width`` x ``height`` inches (no pyplot state)."""
+    return _figure(width, height, constrained)
+
+
 def _figure(width: float, height: float, constrained: bool = True) -> Figure:
     from matplotlib.figure import Figure
 

@@ -199,3 +199,61 @@ class ResultsReader:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class PredictionsReader:
+    """The report's access (as :class:`ResultsReader`) to results held in memory: the datasets of
+    :class:`scorer.predictions.Predictions`, or any mapping of them with its ``header``."""
+
+    def __init__(self, predictions) -> None:
+        self._data = predictions
+        header = predictions.header
+        metadata = header.attrs.get("model_metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        names = list(header.names())
+        if names == default_names(header.num_outputs) and not metadata.get("class_names"):
+            names = []
+        self.info = ResultsInfo(
+            path=Path("(in memory)"), kind=header.kind, num_outputs=header.num_outputs,
+            passes=header.passes, class_names=tuple(names), images_root="",
+            schema_version=None, rows=len(predictions["path"]),
+            head=metadata.get("head") if isinstance(metadata.get("head"), str) else None,
+            datasets=frozenset(predictions))
+
+    def has(self, name: str) -> bool:
+        return name in self.info.datasets
+
+    def column(self, name: str, dtype: str = "float32") -> np.ndarray:
+        return np.asarray(self._data[name], dtype=dtype)
+
+    def categories(self, name: str) -> tuple[np.ndarray, list[str]]:
+        index: dict[str, int] = {}
+        codes = np.fromiter((index.setdefault(str(text), len(index)) for text in self._data[name]),
+                            dtype=np.int32, count=self.info.rows)
+        return codes, list(index)  # in order of first appearance, as the file reader gives them
+
+    def strings_at(self, name: str, rows: Sequence[int]) -> list[str]:
+        return [str(self._data[name][int(row)]) for row in rows]
+
+    def matrix_rows(self, name: str, rows: Sequence[int]) -> np.ndarray:
+        values = np.asarray(self._data[name], dtype=np.float64)
+        return values[np.asarray(rows, dtype=np.int64)].reshape(len(rows), -1)
+
+    def matrix_chunks(self, names: Sequence[str],
+                      chunk_bytes: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        width = max(1, self.info.num_outputs)
+        step = max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (8 * width))
+        for start in range(0, self.info.rows, step):
+            stop = min(start + step, self.info.rows)
+            yield start, {name: np.asarray(self._data[name][start:stop], dtype=np.float64)
+                          .reshape(stop - start, -1) for name in names}
+
+    def close(self) -> None:
+        """Nothing to close: the arrays stay the caller's."""
+
+    def __enter__(self) -> PredictionsReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+

@@ -229,13 +229,20 @@ def flag_split(uncertainty: np.ndarray, correct: np.ndarray, fraction: float) ->
     if n == 0:
         return None
     count = min(n, max(1, math.ceil(round(fraction * n, 9))))
-    threshold = float(np.partition(uncertainty, n - count)[n - count])
+    return threshold_split(uncertainty, correct,
+                           float(np.partition(uncertainty, n - count)[n - count]))
+
+
+def threshold_split(uncertainty: np.ndarray, correct: np.ndarray, threshold: float) -> FlagSplit:
+    """Rows at or above ``threshold`` (flagged) and below it, with the accuracy of each group
+    (``None`` for an empty group): the printout of the MNIST recipe's uncertainty threshold."""
+    uncertainty, correct = _pair(uncertainty, correct)
     flagged = uncertainty >= threshold
 
     def accuracy(rows: np.ndarray) -> float | None:
         return float(correct[rows].mean()) if rows.any() else None
 
-    return FlagSplit(threshold, int(flagged.sum()), accuracy(flagged), accuracy(~flagged))
+    return FlagSplit(float(threshold), int(flagged.sum()), accuracy(flagged), accuracy(~flagged))
 
 
 @dataclass(frozen=True)

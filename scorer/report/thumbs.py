@@ -45,12 +45,14 @@ class Tile:
     problem: str | None
 
 
-def extreme_rows(table: RowTable, count: int) -> tuple[list[int], list[int]]:
-    """Rows of the ``count`` most and least uncertain scored images by the ranking measure.
+def extreme_rows(table: RowTable, count: int,
+                 measure: str | None = None) -> tuple[list[int], list[int]]:
+    """Rows of the ``count`` most and least uncertain scored images by ``measure`` (default: the
+    table's ranking measure).
 
     Ties are broken by row order, so the galleries do not depend on the sorting algorithm.
     """
-    values = table.measures.get(table.ranking_measure)
+    values = table.measures.get(measure or table.ranking_measure)
     if values is None or count == 0:
         return [], []
     candidates = np.flatnonzero(table.ok & np.isfinite(values))

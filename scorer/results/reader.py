@@ -9,7 +9,7 @@ schema-1 partial and restore file names that are not valid UTF-8 byte for byte.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,9 @@ def read_dataset(file: h5py.File, name: str, start: int = 0, stop: int | None = 
     if name == "reason" and "reason" not in file:  # schema 1
         status = read_dataset(file, "status", start, stop)
         return np.array(["" if s == schema.STATUS_OK else s for s in status], dtype=object)
+    if name == NORMALIZED_ENTROPY and name not in file and _derives_normalized_entropy(file):
+        entropy = file["predictive_entropy"][start:stop]
+        return schema.normalized_entropy(entropy, file["mean"].shape[1]).astype(entropy.dtype)
     dataset = file[name]
     if h5py.check_string_dtype(dataset.dtype) is None:
         return dataset[start:stop]
@@ -141,7 +144,19 @@ def data_names(file: h5py.File) -> list[str]:
     names = [n for n in file if isinstance(file[n], h5py.Dataset) and n in order]
     if "status" in names and "reason" not in names:
         names.append("reason")
+    if NORMALIZED_ENTROPY not in names and _derives_normalized_entropy(file):
+        names.append(NORMALIZED_ENTROPY)
     return sorted(names, key=lambda n: order[n])
+
+
+NORMALIZED_ENTROPY = "normalized_entropy"
+
+
+def _derives_normalized_entropy(file: h5py.File) -> bool:
+    """Whether ``normalized_entropy`` is read as ``predictive_entropy / log C``: files of
+    probabilities written before it was stored (mcd-score 0.3 and older)."""
+    return (NORMALIZED_ENTROPY not in file and "predictive_entropy" in file and "mean" in file
+            and file.attrs.get("kind") == "probabilities" and file["mean"].shape[1] > 1)
 
 
 def read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -155,12 +170,16 @@ def read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 
 def column_map(file: h5py.File) -> dict[str, tuple[str, int | None]]:
-    """Each table column -> (dataset, class index or None), in table order.
+    """Each table column of ``file`` -> (dataset, class index or None), in table order."""
+    return table_map(data_names(file), class_names(file))
+
+
+def table_map(names: Sequence[str], classes: Sequence[str]) -> dict[str, tuple[str, int | None]]:
+    """Each table column -> (dataset, class index or None), in table order, for the datasets
+    ``names`` (in schema order) and the class coordinate ``classes``.
 
     Per-class datasets give one column per class, ``<dataset>_<class name>``.
     """
-    names = data_names(file)
-    classes = class_names(file)
     columns: dict[str, tuple[str, int | None]] = {}
     for column in SCALAR_ORDER:
         if column in names:
@@ -229,21 +248,31 @@ def read_results(path: Path, columns: Sequence[str] | None = None,
 def _frames(pandas, file: h5py.File, wanted: list[str], chunk_rows: int) -> Iterator:
     with file:
         mapping = column_map(file)
-        names = np.array([*class_names(file), ""], dtype=object)
+        classes = class_names(file)
         rows = row_count(file)
         for start in range(0, max(rows, 1), chunk_rows):
             stop = min(rows, start + chunk_rows)
-            cache: dict[str, np.ndarray] = {}
-            block = {}
-            for column in wanted:
-                name, index = mapping[column]
-                if name not in cache:
-                    cache[name] = read_dataset(file, name, start, stop)
-                values = cache[name] if index is None else cache[name][:, index]
-                if column == "predicted_name":
-                    values = names[np.where(values < 0, len(names) - 1, values)]
-                block[column] = _series(pandas, values)
-            yield pandas.DataFrame(block, columns=wanted)
+            yield table_frame(pandas, lambda name, start=start, stop=stop: read_dataset(
+                file, name, start, stop), mapping, wanted, classes)
+
+
+def table_frame(pandas, dataset: Callable[[str], np.ndarray],
+                mapping: dict[str, tuple[str, int | None]], wanted: Sequence[str],
+                classes: Sequence[str]):
+    """A DataFrame of the ``wanted`` columns of :func:`table_map`, each read by ``dataset(name)``
+    (a dataset's rows, strings as ``str``), each dataset once."""
+    names = np.array([*classes, ""], dtype=object)
+    cache: dict[str, np.ndarray] = {}
+    block = {}
+    for column in wanted:
+        name, index = mapping[column]
+        if name not in cache:
+            cache[name] = dataset(name)
+        values = cache[name] if index is None else cache[name][:, index]
+        if column == "predicted_name":
+            values = names[np.where(values < 0, len(names) - 1, values)]
+        block[column] = _series(pandas, values)
+    return pandas.DataFrame(block, columns=list(wanted))
 
 
 def _series(pandas, values: np.ndarray):

@@ -77,7 +77,8 @@ _PER_CLASS = "image class"
 SCHEMA: tuple[DatasetSpec, ...] = (
     _spec("path", STRING, "image", "the image path relative to IMAGES (or as listed), in input "
           "order; bytes that are not UTF-8 appear as \\xNN escapes (exact bytes in path_bytes_hex)"),
-    _spec("key", STRING, "image", "SHA-256 hex of the image file bytes, empty if unreadable"),
+    _spec("key", STRING, "image", "SHA-256 hex of the image file bytes, empty if unreadable "
+          "(in-memory images: of the image's bytes, when asked for)"),
     _spec("status", STRING, "image", "'ok' if the image was scored, else the failure code"),
     _spec("reason", STRING, "image", "why the image failed, in words; empty for ok rows"),
     _spec("label", STRING, "image", "the class folder of the image (top-level sub-folder of "
@@ -97,6 +98,8 @@ SCHEMA: tuple[DatasetSpec, ...] = (
           "nats (epistemic per label)", "multilabel"),
     _spec("predictive_entropy", FLOAT, "image", "entropy of the mean prediction, nats (total "
           "uncertainty; multilabel: summed over labels)", "probabilistic"),
+    _spec("normalized_entropy", FLOAT, "image", "predictive entropy / log C: 0 (certain) to 1 "
+          "(uniform over the C classes)", "probabilities"),
     _spec("expected_entropy", FLOAT, "image", "mean over the T passes of each pass's entropy, nats "
           "(aleatoric; multilabel: summed over labels)", "probabilistic"),
     _spec("mutual_information", FLOAT, "image", "predictive minus expected entropy, nats "
@@ -122,6 +125,17 @@ def class_dim(kind: str) -> str:
 def _enabled(spec: DatasetSpec, kind: str, save_passes: bool, has_labels: bool) -> bool:
     return {"always": True, "labels": has_labels, "save_passes": save_passes,
             "probabilistic": kind in ("probabilities", "multilabel")}.get(spec.when, spec.when == kind)
+
+
+def normalized_entropy(predictive_entropy: np.ndarray, classes: int) -> np.ndarray:
+    """``normalized_entropy``: the predictive entropy as stored (float32) over ``log C``, float64.
+
+    Computed from the stored value so that a file written before the dataset existed derives, from
+    its ``predictive_entropy``, exactly what a new run stores; 0 for a single class. Clipped to 1
+    (the float32 rounding of an entropy of ``log C`` may lie above it).
+    """
+    stored = np.asarray(predictive_entropy, dtype=np.float32).astype(np.float64)
+    return np.minimum(stored / np.log(classes), 1.0) if classes > 1 else np.zeros_like(stored)
 
 
 def dataset_specs(kind: str, save_passes: bool = False, has_labels: bool = False) -> list[DatasetSpec]:

@@ -22,6 +22,7 @@ from scorer.results.reader import read_attrs, read_dataset
 from scorer.results.schema import FileHeader
 from scorer.rundir import segments
 
+DERIVED = ("reason", "normalized_entropy")  # schema 1 lacks them; read_dataset derives them
 V1_IDENTITY = ("kind", "num_outputs", "passes", "seed", "save_passes", "has_labels",
                "model_sha256", "max_pixels", "jpeg_draft")
 
@@ -50,7 +51,7 @@ def import_partial(old: Path, header: FileHeader, identity: Mapping[str, Any],
         _check_identity(old, read_attrs(file), identity)
         specs = schema.dataset_specs(header.kind, header.save_passes, header.has_labels)
         for spec in specs:
-            if spec.name != "reason" and spec.name not in file:  # schema 1 has no reason
+            if spec.name not in DERIVED and spec.name not in file:
                 raise OutputError(f"{old} has no {spec.name!r} dataset; it is damaged, use "
                                   "--overwrite to start again")
         rows = int(file.attrs.get("rows_complete", 0))  # a partial: only its flushed rows

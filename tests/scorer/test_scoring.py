@@ -42,7 +42,8 @@ from scorer.scoring import ScoreOptions, score
 PASSES = 20
 MAX_PIXELS = 1_000_000  # the photographs (<= 512x512) pass, the 1200x1200 "bomb" does not
 PROBABILITY_DATASETS = {"path", "key", "status", "reason", "label", "mean", "std", "predicted_class",
-                        "confidence", "predictive_entropy", "expected_entropy", "mutual_information",
+                        "confidence", "predictive_entropy", "normalized_entropy", "expected_entropy",
+                        "mutual_information",
                         "variation_ratio"}
 DIMENSIONS = {"image", "class", "pass"}
 

@@ -202,13 +202,16 @@ def expected_summary(path: Path, ood_labels: tuple[str, ...] = ("ood",)) -> dict
         data = {name: file[name][:rows].astype(np.float64) for name in (
             "confidence", "predictive_entropy", "expected_entropy", "mutual_information",
             "variation_ratio")}
+        data["normalized_entropy"] = file["normalized_entropy"][:rows].astype(np.float64) \
+            if "normalized_entropy" in file else data["predictive_entropy"] / np.log(len(names))
         predicted = file["predicted_class"][:rows]
     ok = status == "ok"
     labelled = [i for i in range(rows) if ok[i] and label[i] in names]
     truth = {i: names.index(label[i]) for i in labelled}
     correct = [bool(predicted[i] == truth[i]) for i in labelled]
-    scores = {name: data[name] for name in ("predictive_entropy", "mutual_information",
-                                            "expected_entropy", "variation_ratio")}
+    scores = {name: data[name] for name in ("predictive_entropy", "normalized_entropy",
+                                            "mutual_information", "expected_entropy",
+                                            "variation_ratio")}
     scores["std"] = np.array([std[i, predicted[i]] if ok[i] else np.nan for i in range(rows)])
     scores["max_probability"] = 1 - data["confidence"]
     result = {

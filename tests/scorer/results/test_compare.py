@@ -13,8 +13,8 @@ from scorer.results.compare import compare_results, element_differences, format_
 from scorer.results.schema import FileHeader
 from scorer.results.writer import write_results
 
-SCALARS = ("confidence", "predictive_entropy", "expected_entropy", "mutual_information",
-           "variation_ratio")
+SCALARS = ("confidence", "predictive_entropy", "normalized_entropy", "expected_entropy",
+           "mutual_information", "variation_ratio")
 
 
 def make_columns(count: int = 6, num_outputs: int = 3, passes: int = 4,
