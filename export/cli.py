@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from export.errors import ExportError, ExportUsageError
+from export.options import HEADS, PRESETS
 from scorer.cli.errors import library_errors
-from scorer.contract import RESIZE_METHODS
+from scorer.contract import LAYOUTS, RESIZE_METHODS
 
 
 def _size(value: str | None) -> tuple[int, int] | None:
@@ -56,9 +57,19 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--unsafe", is_flag=True,
-              help="Allow Lambda layers and custom code (Keras safe mode off). Trusted files only.")
+              help="Keras: allow Lambda layers and custom code (safe mode off). Trusted files only.")
 @click.option("--strict", is_flag=True,
-              help="Fail instead of warning when a layer's internal dropout cannot be reproduced.")
+              help="Keras: fail instead of warning when a layer's internal dropout cannot be "
+                   "reproduced.")
+@click.option("--head", type=click.Choice(HEADS),
+              help="ONNX: how to read an output that ends in logits (softmax, sigmoid or "
+                   "multilabel are appended; linear reads values). [default: from the last op]")
+@click.option("--layout", type=click.Choice(LAYOUTS),
+              help="ONNX: where the channels are, when the input shape does not tell. "
+                   "[default: from the input shape]")
+@click.option("--preprocessing", "preset", type=click.Choice(sorted(PRESETS)),
+              help="Scale, mean and std of a known family: torchvision = 1/255, then ImageNet's "
+                   "mean and std.")
 @click.option("--input-size", metavar="HxW",
               help="Image size for models whose input size is not fixed, or flat-vector models.")
 @click.option("--output", "output_name", metavar="NAME", help="Which output, for multi-output models.")
@@ -82,34 +93,39 @@ def _class_names(value: str | None) -> tuple[str, ...] | None:
                    "others act as in inference. [default: every dropout layer]")
 @click.option("--max-memory", type=click.IntRange(min=64), default=2048, show_default=True,
               metavar="MB", help="Working memory per validation call (as mcd-score's --max-memory).")
-@click.option("--no-validate", is_flag=True, help="Skip the checks against Keras (not recommended).")
+@click.option("--no-validate", is_flag=True,
+              help="Skip the checks against the source model (not recommended).")
 @click.option("--validation-passes", type=click.IntRange(min=10), default=200, show_default=True,
-              help="Passes for the statistical check against Keras' own MC dropout.")
+              help="Passes for the statistical check against the source's own MC dropout.")
 @click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
-              help="Absolute and relative tolerance of the exact checks against Keras.")
+              help="Absolute and relative tolerance of the exact checks against the source model.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def main(model: Path, out: Path, unsafe: bool, strict: bool, input_size: str | None,
+def main(model: Path, out: Path, unsafe: bool, strict: bool, head: str | None,
+         layout: str | None, preset: str | None, input_size: str | None,
          output_name: str | None, color: str | None, scale: float | None, offset: float,
          mean: str | None, std: str | None, resize_method: str, class_names: str | None,
          trunk: str, mc_layers: str | None, max_memory: int, no_validate: bool,
          validation_passes: int, tolerance: float, quiet: bool) -> None:
-    """Export a Keras MODEL (.keras or .h5) to OUT.onnx, a self-contained MC dropout graph.
+    """Export MODEL to OUT.onnx, a self-contained MC dropout graph.
 
-    The graph generates its dropout masks from a seed, takes the number of passes at run time,
-    and carries its preprocessing and class names as metadata for mcd-score.
+    MODEL is a Keras model (.keras or .h5) or an ONNX graph (.onnx, e.g. from PyTorch) whose
+    dropout is exported as Dropout nodes in training mode. The graph generates its dropout masks
+    from a seed, takes the number of passes at run time, and carries its preprocessing and class
+    names as metadata for mcd-score.
     """
     from export.api import ExportOptions, export_file
 
-    options = ExportOptions(
-        unsafe=unsafe, strict=strict, input_size=_size(input_size), output=output_name,
-        color_mode=color, scale=scale, offset=offset, mean=_floats(mean), std=_floats(std),
-        resize_method=resize_method, class_names=_class_names(class_names), trunk=trunk,
-        mc_layers=_patterns(mc_layers), max_memory=max_memory, validate=not no_validate,
-        validation_passes=validation_passes, tolerance=tolerance,
-    )
     # TensorFlow, tf2onnx and ONNX raise many types: any other error is reported in one line
     with library_errors((ExportUsageError,), (ExportError,), unexpected=lambda error: (
             f"exporting {model} failed unexpectedly: {type(error).__name__}: {error}")):
+        options = ExportOptions(
+            unsafe=unsafe, strict=strict, input_size=_size(input_size), output=output_name,
+            color_mode=color, scale=scale, offset=offset, mean=_floats(mean), std=_floats(std),
+            resize_method=resize_method, class_names=_class_names(class_names), trunk=trunk,
+            mc_layers=_patterns(mc_layers), max_memory=max_memory, validate=not no_validate,
+            validation_passes=validation_passes, tolerance=tolerance, head=head, layout=layout,
+            preprocessing=preset,
+        )
         result = export_file(model, out, options)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -46,11 +46,11 @@ from typing import Any
 import numpy as np
 
 METADATA_KEY = "mcd_score"
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 """Version 2 added ``preprocessing_origin``, ``built_in_preprocessing``, ``mc_layers``,
-``per_pass_share`` and the sites' ``layer_class``, ``path`` and ``drop_path``; version-1 files read
-with their defaults."""
+``per_pass_share`` and the sites' ``layer_class``, ``path`` and ``drop_path``; version 3 added
+``source_format`` (``keras`` or ``onnx``) and ``producer``; older files read with their defaults."""
 RETIRED_FIELDS = ("input_name", "input_dtype")
 """Fields older exports wrote with constant values (``images``, ``float32``); ignored on reading."""
 
@@ -79,6 +79,7 @@ MASK_ADD = "mcd_add_{}"
 _MASK_NAME = re.compile(r"^mcd_(?:mul|add)_(\d+)$")
 COLOR_MODES = ("rgb", "grayscale")
 LAYOUTS = ("NHWC", "NCHW")
+SOURCE_FORMATS = ("keras", "onnx")
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "lanczos", "box")
 SITE_KINDS = ("dropout", "spatial_dropout", "gaussian_dropout", "alpha_dropout")
 PREPROCESSING_ORIGINS = ("default", "model", "options")
@@ -201,10 +202,15 @@ class ModelMetadata:
     built_in_preprocessing: tuple[str, ...] = ()
     mc_layers: tuple[str, ...] | None = None
     per_pass_share: float | None = None
+    source_format: str = "keras"
+    producer: str = ""
     schema_version: int = SCHEMA_VERSION
 
     def check(self) -> None:
         """Raise :class:`MetadataError` if the metadata is inconsistent."""
+        if self.source_format not in SOURCE_FORMATS:
+            raise MetadataError(
+                f"source_format {self.source_format!r} is not one of {SOURCE_FORMATS}")
         if self.layout not in LAYOUTS:
             raise MetadataError(f"layout {self.layout!r} is not one of {LAYOUTS}")
         if self.output_kind not in OUTPUT_KINDS:

@@ -64,7 +64,7 @@ def test_every_module_imports_from_the_installed_wheel(installed: Path) -> None:
 
 
 @pytest.mark.parametrize("command, text", [("mcd-score", "Scoring options"),
-                                           ("mcd-export", "Export a Keras MODEL")])
+                                           ("mcd-export", "Export MODEL to OUT.onnx")])
 def test_the_installed_commands_run(installed: Path, command: str, text: str) -> None:
     result = subprocess.run([str(installed / "bin" / command), "--help"], cwd=installed,
                             capture_output=True, text=True, timeout=120)

@@ -1,19 +1,24 @@
-"""Checks that an exported graph reproduces the Keras model, run by default on every export.
+"""Checks that an exported graph reproduces its source model, run by default on every export.
 
-1. Conversion: the converted graph with all masks set to 1 matches Keras ``predict`` within the
-   tolerance (1e-5 by default).
-2. Masks: for a few passes, the final graph matches Keras with the same masks (computed by the numpy
-   twin of the in-graph generator) applied to the same layers, within the tolerance.
-3. Statistics: passes differ, and the MC mean over many passes agrees with Keras' own dropout-only MC
-   mean within a statistical tolerance.
+The source is seen through a :class:`Reference`: Keras itself for Keras models
+(:mod:`export.from_keras.reference`), ONNX Runtime on the source graph for ONNX models
+(:mod:`export.from_onnx.reference`).
 
-Every ONNX Runtime and Keras call is sized by the memory budget (:mod:`export.checks.memory`).
+1. Conversion: the converted graph with all masks set to 1 matches the reference's inference
+   (dropout off) within the tolerance (1e-5 by default).
+2. Masks: for a few passes, the final graph matches the reference with the same masks (computed by
+   the numpy twin of the in-graph generator) applied at the same sites, within the tolerance.
+3. Statistics: passes differ, and the MC mean over many passes agrees with the reference's own
+   dropout-only MC mean within a statistical tolerance.
+
+Every ONNX Runtime and reference call is sized by the memory budget (:mod:`export.checks.memory`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -22,8 +27,7 @@ import onnxruntime as ort
 from export.checks.memory import Budget, Footprint
 from export.checks.probe import mask_feeds, ones_masks, session
 from export.errors import ValidationError
-from export.from_keras import reference
-from export.from_keras.model import Head
+from export.options import ATOL, Head
 from export.rewrites.masks import mask_values_np
 from scorer.contract import (
     INPUT_IMAGES,
@@ -32,8 +36,29 @@ from scorer.contract import (
     feeds,
 )
 
-ATOL = 1e-5  # absolute and relative tolerance of the exact-parity checks (ExportOptions.tolerance)
 Z_LIMIT = 6.0
+
+
+class Reference(Protocol):
+    """The source model, run by its own framework: what the exported graph must reproduce.
+
+    Every method returns the head's output ``[N, width]`` (``[N, T, width]`` for passes) and runs
+    in calls of at most ``rows`` images (or image-pass rows).
+    """
+
+    name: str  # "Keras", "the source graph" (in the checks' messages)
+
+    def predict(self, images: np.ndarray, rows: int) -> np.ndarray:
+        """Inference: every dropout site off."""
+
+    def with_masks(self, images: np.ndarray, sites: Sequence[DropoutSite],
+                   muls: Sequence[np.ndarray], adds: Sequence[np.ndarray | None],
+                   rows: int) -> np.ndarray:
+        """Site ``k`` computing ``x * muls[k] + adds[k]`` (``[1, *mask_shape]``), the rest off."""
+
+    def dropout_passes(self, images: np.ndarray, sites: Sequence[DropoutSite], passes: int,
+                       rows: int) -> np.ndarray:
+        """The framework's own MC dropout at ``sites`` only: ``passes`` sampled passes."""
 
 
 @dataclass
@@ -48,9 +73,9 @@ class Report:
 
 @dataclass
 class Validation:
-    """What every check needs: the Keras side, the inputs, the tolerance and the memory plan."""
+    """What every check needs: the reference, the inputs, the tolerance and the memory plan."""
 
-    model: object  # keras.Model
+    reference: Reference
     head: Head
     sites: Sequence[DropoutSite]
     images: np.ndarray
@@ -61,7 +86,7 @@ class Validation:
     report: Report = field(default_factory=Report)
 
     @property
-    def keras_rows(self) -> int:
+    def reference_rows(self) -> int:
         return self.budget.keras_rows(self.footprint)
 
 
@@ -91,8 +116,9 @@ def check_conversion(masked: onnx.ModelProto, v: Validation) -> None:
     masks = mask_feeds(v.sites, ones_masks)
     got = np.concatenate([sess.run(None, {INPUT_IMAGES: v.images[i:i + rows], **masks})[0]
                           for i in range(0, len(v.images), rows)])
-    want = reference.keras_predict(v.model, v.images, v.head, v.keras_rows)
-    _close("dropout off: ONNX vs Keras predict", got, want, v.report, v.tolerance)
+    want = v.reference.predict(v.images, v.reference_rows)
+    _close(f"dropout off: ONNX vs {v.reference.name} predict", got, want, v.report, v.tolerance,
+           v.reference.name)
 
 
 def check_masks(final: onnx.ModelProto, v: Validation, pass_indices=(0, 1, 17)) -> None:
@@ -105,12 +131,11 @@ def check_masks(final: onnx.ModelProto, v: Validation, pass_indices=(0, 1, 17)) 
                               for i in range(0, len(v.images), rows)])
         muls, adds = zip(*(mask_values_np(site, k, v.seed, np.array([t]))
                            for k, site in enumerate(v.sites)), strict=True)
-        want = reference.keras_with_masks(v.model, v.images, v.head, v.sites, muls, adds,
-                                          v.keras_rows)
+        want = v.reference.with_masks(v.images, v.sites, muls, adds, v.reference_rows)
         want = as_classes(want, v.head.activation, v.head.width)
-        worst = max(worst, _close(f"pass {t}: ONNX vs Keras with the same masks", got, want,
-                                  None, v.tolerance))
-    v.report.add(f"same masks: ONNX matches Keras on passes {list(pass_indices)} "
+        worst = max(worst, _close(f"pass {t}: ONNX vs {v.reference.name} with the same masks",
+                                  got, want, None, v.tolerance, v.reference.name))
+    v.report.add(f"same masks: ONNX matches {v.reference.name} on passes {list(pass_indices)} "
                  f"(max |diff| {worst:.2e} <= {v.tolerance:g})")
 
 
@@ -118,32 +143,36 @@ def check_statistics(final: onnx.ModelProto, v: Validation, passes: int) -> None
     """Check 3 (see module docstring)."""
     per_call = v.budget.graph_passes(v.footprint, len(v.images))
     ours = run_passes(session(final), v.images, v.seed, 0, passes, per_call).astype(np.float64)
-    theirs = reference.keras_dropout_passes(v.model, v.images, v.head, v.sites, passes, v.keras_rows)
+    theirs = v.reference.dropout_passes(v.images, v.sites, passes, v.reference_rows)
     theirs = as_classes(theirs, v.head.activation, v.head.width).astype(np.float64)
     spread = ours.std(axis=1).max()
     if spread == 0:
         if theirs.std(axis=1).max() > 0:
             raise ValidationError(
-                "all MC passes are identical although Keras' dropout passes differ: the dropout "
+                f"all MC passes are identical although {v.reference.name}'s dropout passes differ: "
+                "the dropout "
                 "masks have no effect on the exported graph's output"
             )
-        v.report.add(f"passes do not differ on random inputs, in Keras' own MC dropout either "
+        v.report.add(f"passes do not differ on random inputs, in {v.reference.name}'s own MC "
+                     "dropout either "
                      f"({passes} passes): dropout has no visible effect on these inputs")
         return
     error = np.sqrt(ours.var(axis=1) / passes + theirs.var(axis=1) / passes) + 1e-6
     z = np.abs(ours.mean(axis=1) - theirs.mean(axis=1)) / error
     if z.max() > Z_LIMIT:
         raise ValidationError(
-            f"MC mean over {passes} passes differs from Keras' dropout MC mean by {z.max():.1f} "
-            f"standard errors (limit {Z_LIMIT}); the stochastic graph is not Keras' dropout"
+            f"MC mean over {passes} passes differs from {v.reference.name}'s dropout MC mean by "
+            f"{z.max():.1f} standard errors (limit {Z_LIMIT}); the stochastic graph is not "
+            f"{v.reference.name}'s dropout"
         )
-    v.report.add(f"MC mean over {passes} passes agrees with Keras dropout "
+    v.report.add(f"MC mean over {passes} passes agrees with {v.reference.name} dropout "
                  f"(max {z.max():.1f} standard errors, limit {Z_LIMIT:g}); passes differ "
                  f"(max std {spread:.3g})")
 
 
 def _close(
-    what: str, got: np.ndarray, want: np.ndarray, report: Report | None, tolerance: float = ATOL
+    what: str, got: np.ndarray, want: np.ndarray, report: Report | None, tolerance: float = ATOL,
+    source: str = "Keras",
 ) -> float:
     """Max |got - want|; raise unless ``|got - want| <= tolerance * (1 + |want|)`` everywhere."""
     if got.shape != want.shape:
@@ -152,9 +181,9 @@ def _close(
     if not np.allclose(got, want, atol=tolerance, rtol=tolerance):
         raise ValidationError(
             f"{what}: max |diff| {diff:.3g} exceeds {tolerance:g} (+{tolerance:g} relative); the "
-            "exported graph does not reproduce the Keras model. Deep networks can differ by float "
-            "rounding between TensorFlow and ONNX Runtime: if the difference is small, export with "
-            "a looser --tolerance (e.g. 1e-4)"
+            f"exported graph does not reproduce the {source} model. Deep networks can differ by "
+            "float rounding between frameworks: if the difference is small, export with a looser "
+            "--tolerance (e.g. 1e-4)"
         )
     if report is not None:
         report.add(f"{what}: max |diff| {diff:.2e} <= {tolerance:g}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from export.errors import UnsupportedModelError
 from export.from_keras.backend import keras
+from export.options import Head
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,6 @@ def single_input_shape(model: keras.Model, input_size: tuple[int, int] | None) -
             "give the image size with --input-size HEIGHTxWIDTH"
         )
     return tuple(int(d) for d in shape)
-
-
-@dataclass
-class Head:
-    """The output the graph reports: index into ``model.outputs`` and its activation."""
-
-    index: int
-    name: str
-    activation: str  # softmax | sigmoid | linear
-    width: int
 
 
 def find_head(model: keras.Model, output: str | None) -> Head:

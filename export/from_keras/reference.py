@@ -9,13 +9,36 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from export.from_keras.backend import keras
-from export.from_keras.model import Head, select_output
+from export.from_keras.model import select_output
 from export.from_keras.sites import candidate_sites, patched_sites, run_keras, site_layers
+from export.options import Head
 from scorer.contract import DropoutSite
+
+
+@dataclass
+class KerasReference:
+    """:class:`export.checks.validate.Reference` for a Keras model: Keras itself."""
+
+    model: keras.Model
+    head: Head
+    name: str = "Keras"
+
+    def predict(self, images: np.ndarray, rows: int) -> np.ndarray:
+        return keras_predict(self.model, images, self.head, rows)
+
+    def with_masks(self, images: np.ndarray, sites: Sequence[DropoutSite],
+                   muls: Sequence[np.ndarray], adds: Sequence[np.ndarray | None],
+                   rows: int) -> np.ndarray:
+        return keras_with_masks(self.model, images, self.head, sites, muls, adds, rows)
+
+    def dropout_passes(self, images: np.ndarray, sites: Sequence[DropoutSite], passes: int,
+                       rows: int) -> np.ndarray:
+        return keras_dropout_passes(self.model, images, self.head, sites, passes, rows)
 
 
 def keras_predict(model: keras.Model, images: np.ndarray, head: Head, rows: int = 64) -> np.ndarray:
@@ -103,4 +126,4 @@ def _batch_shared_mask(layer) -> bool:
     return noise is not None and len(noise) > 0 and noise[0] == 1
 
 
-__all__ = ["keras_dropout_passes", "keras_predict", "keras_with_masks"]
+__all__ = ["KerasReference", "keras_dropout_passes", "keras_predict", "keras_with_masks"]

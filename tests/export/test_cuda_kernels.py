@@ -106,6 +106,20 @@ def test_every_op_has_a_cuda_kernel(name, exports, cuda_kernels):
     assert_cuda_kernels(exports.get(name).onnx_model, cuda_kernels)
 
 
+@pytest.mark.parametrize(("name", "options"), [
+    ("mlp", {"head": "softmax"}), ("cnn_dynamo", {"head": "softmax"}), ("mobilenet_v3", {}),
+])
+def test_every_op_of_the_pytorch_exports_has_a_cuda_kernel(name, options, cuda_kernels):
+    from paths import DATA
+
+    from export.from_onnx import front
+    from export.options import ExportOptions
+
+    source = front.load(DATA / "torch" / f"{name}.onnx")
+    exported = front.build(source, ExportOptions(validate=False, **options))
+    assert_cuda_kernels(exported.model, cuda_kernels)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(ZOO))
 def test_every_op_of_the_zoo_has_a_cuda_kernel(name, zoo, cuda_kernels):

@@ -27,9 +27,10 @@ def test_version_1_file_reads_with_defaults():
     assert all((s.layer_class, s.path, s.drop_path) == ("", "", False) for s in meta.dropout_sites)
 
 
-def test_version_2_round_trips(exports):
+def test_version_3_round_trips(exports):
     meta = exports.get("mnist_cnn").metadata
-    assert meta.schema_version == 2
+    assert meta.schema_version == 3
+    assert meta.source_format == "keras" and meta.producer.startswith("keras 3.")
     again = ModelMetadata.from_props(props(exports.get("mnist_cnn").onnx_model))
     assert again == meta
     assert [s.path for s in again.dropout_sites] == [s.name for s in meta.dropout_sites]
@@ -40,6 +41,15 @@ def test_new_fields_are_checked(exports):
     data = json.loads(exports.get("mnist_cnn").metadata.to_json())
     for field, value, message in (("preprocessing_origin", "guessed", "preprocessing_origin"),
                                   ("per_pass_share", 1.5, "per_pass_share"),
-                                  ("schema_version", 3, "schema version 3")):
+                                  ("source_format", "caffe", "source_format"),
+                                  ("schema_version", 4, "schema version 4")):
         with pytest.raises(MetadataError, match=message):
             ModelMetadata.from_json(json.dumps({**data, field: value}))
+
+
+def test_version_2_reads_with_the_defaults_of_version_3(exports):
+    data = json.loads(exports.get("mnist_cnn").metadata.to_json())
+    for field in ("source_format", "producer"):
+        del data[field]
+    meta = ModelMetadata.from_json(json.dumps({**data, "schema_version": 2}))
+    assert (meta.schema_version, meta.source_format, meta.producer) == (2, "keras", "")

@@ -102,11 +102,12 @@ def test_rescaling_inside_a_nested_backbone_is_found():
 
 def test_validation_feeds_the_built_in_models_raw_pixels():
     """With scale 1 the validation images span 0..255, what mcd-score will feed."""
-    from export.api import Inspection, validation_images
+    from export.assemble import validation_images
     from export.from_keras.preprocessing import choose
+    from export.options import Inspection
 
     model = cnn(keras().layers.Rescaling(1 / 255))
     choice = choose(model, (8, 8, 3), ExportOptions())
-    images = validation_images(Inspection((8, 8, 3), None, choice, [], [], []), seed=0)
+    images = validation_images(Inspection((8, 8, 3), None, choice, [], [], [], "keras", ""), seed=0)
     assert images.min() >= 0 and 200 < images.max() < 255
     assert images.dtype == np.float32
