@@ -124,6 +124,7 @@ class _Run:
             "model_sha256": session.model_sha256,
             "model_metadata": json.loads(meta.to_json()),
             "execution_provider": session.provider,
+            "execution_provider_options": json.dumps(session.provider_options, sort_keys=True),
             "cuda_fallback": session.cuda_fallback,
             "device_requested": options.device,
             "images_root": "",

@@ -71,6 +71,7 @@ class ScoreOptions:
     decoder: str = "auto"  # auto (libjpeg-turbo for plain JPEGs, same pixels) | pillow
     decode_processes: bool | None = None  # processes (scorer.images.workers), threads; None: by size
     threads: int | None = None
+    tf32: bool = False  # CUDA: TF32 math (faster on Ampere and newer, ~1e-3 relative rounding)
     commit_seconds: float = FLUSH_SECONDS
     merge_in_child: bool = True  # False in Ray workers: see scorer.rundir.folder.RunDir.finish
     command: str = ""
@@ -210,7 +211,8 @@ def score(
     if options.merge_in_child:
         prestart(MERGE_MODULE)  # the final merge's process, ready when the rows are
     session = model if isinstance(model, ScoringSession) else open_session(
-        model, options.device, options.threads)
+        model, options.device, options.threads, tf32=options.tf32,
+        max_memory_mb=options.max_memory_mb)
     setup = set_up(images, refs, notes, session, options, has_labels)
     run_plan = setup.plan
     with RunDir.open(out, setup.header, setup.identity, options.mode) as run:
@@ -280,6 +282,7 @@ def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[I
         "model_sha256": session.model_sha256,
         "model_metadata": json.loads(meta.to_json()),
         "execution_provider": session.provider,
+        "execution_provider_options": json.dumps(session.provider_options, sort_keys=True),
         "cuda_fallback": session.cuda_fallback,
         "device_requested": options.device,
         "images_root": str(images) if isinstance(images, Path) else "",

@@ -1,9 +1,19 @@
-"""Shared fixtures: the session's caches of exported models (:mod:`exports`)."""
+"""Shared fixtures: the session's caches of exported models (:mod:`exports`).
+
+The suite runs on the CPU: ``MCD_SCORE_DEVICE=cpu`` makes every ``--device auto`` (the default) a
+CPU run, in this process and in the commands it starts, so that the bit-identity tests hold on a
+GPU machine too. The tests of ``auto`` itself unset it; the CUDA suite (``tests/cuda``) asks for
+``cuda`` by name.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from exports import ExportCache, ZooCache
+
+os.environ.setdefault("MCD_SCORE_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ COMMANDS = {
     "mcd-score compare": (score_main.commands["compare"], "scoring.md"),
     "mcd-score table": (score_main.commands["table"], "scoring.md"),
     "mcd-score report": (score_main.commands["report"], "report.md"),
+    "mcd-score doctor": (score_main.commands["doctor"], "gpu.md"),
 }
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 

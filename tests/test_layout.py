@@ -30,6 +30,7 @@ ALLOWED = {
     "scorer.predicting": ("scorer", "scorer.engine", "scorer.images", "scorer.model",
                           "scorer.predictions", "scorer.results", "scorer.scoring"),
     "scorer.predictions": ("scorer.errors", "scorer.results", "scorer.rundir"),
+    "scorer.doctor": ("scorer.contract", "scorer.errors", "scorer.images", "scorer.model"),
     "scorer.cli": ("scorer",),
     "scorer": (),  # the package's face imports lazily by name only
     "export.rewrites": ("scorer.contract",),

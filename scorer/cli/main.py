@@ -15,6 +15,7 @@ import click
 
 from scorer import __version__
 from scorer.cli import CONTEXT
+from scorer.cli.doctor import doctor_command
 from scorer.cli.errors import library_errors
 from scorer.cli.report import report_command
 from scorer.cli.score import score_command
@@ -58,6 +59,7 @@ def main() -> None:
     mcd-score compare REF.h5 NEW.h5              compare two result files
     mcd-score table OUT.h5 --csv -               the results as a table (CSV, Parquet)
     mcd-score report OUT.h5 REPORT.html          figures and numbers in one HTML page
+    mcd-score doctor [--model MODEL.onnx]        what this machine can run, and why
 
     Exit codes: 0 all images scored, 1 failure, 2 usage error, 3 finished but some images
     failed (their rows say why), 4 the output could not be written (disk full; resume with
@@ -111,3 +113,4 @@ def table_command(results: Path, csv_path: str | None, parquet_path: Path | None
 
 main.add_command(score_command)
 main.add_command(report_command)
+main.add_command(doctor_command)

@@ -33,7 +33,12 @@ EXIT_SOME_FAILED = 3
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per ONNX Runtime call. [default: from --max-memory]")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
-              help="auto: CUDA when usable, else CPU (quietly; the summary says which ran).")
+              help="auto: CUDA when usable, else CPU (quietly; the summary says which ran; "
+                   "MCD_SCORE_DEVICE=cpu|cuda decides for auto).")
+@click.option("--tf32", is_flag=True,
+              help="CUDA: allow TF32 math (faster on Ampere and newer GPUs, but about 1e-3 "
+                   "relative rounding: numbers differ from the CPU's and predicted classes may "
+                   "flip on near ties). [default: off]")
 @click.option("--save-passes", is_flag=True, help="Also write the per-pass outputs [image, pass, class].")
 @click.option("--overwrite", is_flag=True, help="Start afresh; OUT is replaced when the run completes.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (kept in OUT.parts/).")
@@ -43,7 +48,7 @@ EXIT_SOME_FAILED = 3
               help="Let --files-from name files outside IMAGES (refused by default).")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Image decoding processes (threads with --decode-threads; 0: decode in the "
-                   "scoring thread). [default: CPUs, at most 8]")
+                   "scoring thread). [default: the CPUs this process may use]")
 @click.option("--decode-processes/--decode-threads", default=None,
               help="Decode in worker processes (rows in shared memory; where the OS allows) or "
                    "in threads. [default: processes from 2,048 images on, threads below]")
@@ -81,7 +86,8 @@ EXIT_SOME_FAILED = 3
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary (errors still shown).")
 @click.option("--json-summary", is_flag=True, help="Print the final summary as JSON on stdout.")
 def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
-                  batch_size: int | None, device: str, save_passes: bool, overwrite: bool,
+                  batch_size: int | None, device: str, tf32: bool, save_passes: bool,
+                  overwrite: bool,
                   resume: bool, files_from, allow_outside: bool, workers: int | None,
                   decode_processes: bool | None, decoder: str, max_memory_mb: int, max_pixels: int,
                   max_file_mb: int, max_image_mb: int, no_draft: bool, commit_seconds: float,
@@ -100,7 +106,8 @@ def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
     options = ScoreOptions(
-        passes=passes, seed=seed, batch_size=batch_size, device=device, save_passes=save_passes,
+        passes=passes, seed=seed, batch_size=batch_size, device=device, tf32=tf32,
+        save_passes=save_passes,
         mode="overwrite" if overwrite else "resume" if resume else "new", workers=workers,
         decode_processes=decode_processes, decoder=decoder,
         max_memory_mb=max_memory_mb, max_pixels=max_pixels, max_file_mb=max_file_mb,

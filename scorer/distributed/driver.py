@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from scorer.distributed.shards import Shard, plan_shards, rows_committed, shard_rows
 from scorer.distributed.worker import ShardWorker, UnreadableShard
-from scorer.errors import ScoreInterrupted, ScorerError
+from scorer.errors import ScoreInterrupted, ScorerError, ScorerUsageError
 from scorer.images.listing import ImageRef
 from scorer.model.session import open_session
 from scorer.rundir.folder import RunDir, parts_path, refuse_existing
@@ -54,7 +55,8 @@ class RayOptions:
         address: ``"auto"`` (a running cluster: ``RAY_ADDRESS`` or the local one, else a new local
             one), ``"local"`` (always a new local cluster) or a cluster address.
         workers: Actors; default: the cluster's CPUs / ``cpus_per_worker`` (and GPUs).
-        cpus_per_worker: CPUs reserved per actor (its ONNX Runtime threads).
+        cpus_per_worker: CPUs reserved per actor: its ONNX Runtime threads on the CPU, its
+            decoders on a GPU.
         gpus_per_worker: GPUs per actor (0: CPU only).
         shard_rows: Images per shard; default from the number of images and workers.
         retries: Attempts per shard after the first, when its worker dies or it fails.
@@ -83,6 +85,7 @@ def score_on_ray(
         ScoreInterrupted: Ctrl-C or SIGTERM; the Ray work is stopped, the output is resumable.
     """
     options.check()
+    worker_device(options.device, ray_options.gpus_per_worker)  # refuse cuda without GPUs now
     started = time.monotonic()
     out = Path(out)
     refuse_existing(out, options.mode)
@@ -113,7 +116,8 @@ def score_on_ray(
                     scheduler = Scheduler(ray, ray_options, workers, model, options, refs, parts,
                                           has_labels, progress)
                     retried = scheduler.run(todo, finished)
-                    run.finish({"end_time": now()}, [(parts[s.index], len(s)) for s in shards],
+                    run.finish({"end_time": now(), **scheduler.provider_attrs()},
+                               [(parts[s.index], len(s)) for s in shards],
                                consolidate=ray_options.consolidate)
                 except KeyboardInterrupt:
                     raise ScoreInterrupted(
@@ -164,14 +168,15 @@ class Scheduler:
                  has_labels: bool, progress: Progress | None) -> None:
         self.ray, self.ray_options, self.refs, self.parts = ray, ray_options, refs, parts
         self.has_labels, self.progress = has_labels, progress
-        threads = max(1, int(ray_options.cpus_per_worker))
-        decode = options.workers if options.workers is not None else 1
+        threads, decode = worker_threads(ray_options, options.workers)
         actor = ray.remote(num_cpus=ray_options.cpus_per_worker,
                            num_gpus=ray_options.gpus_per_worker, max_restarts=-1)(ShardWorker)
-        worker_options = dataclasses.replace(options, workers=decode)
+        worker_options = dataclasses.replace(
+            options, workers=decode, device=worker_device(options.device, ray_options.gpus_per_worker))
         self.actors = [actor.remote(str(Path(model).absolute()), worker_options, threads)
                        for _ in range(workers)]
         self.done_rows = 0
+        self.providers: Counter[str] = Counter()  # what the workers ran on, counted per shard
 
     def run(self, todo: list[Shard], finished_rows: int = 0) -> int:
         """Score every shard of ``todo``; returns the number of retried attempts.
@@ -213,18 +218,30 @@ class Scheduler:
                                + "; ".join(failed))
         return sum(attempts.values())
 
+    def provider_attrs(self) -> dict[str, str]:
+        """The output's ``execution_provider`` as the workers ran it (not the driver's CPU), and
+        how many shards (scored in this run) ran on each provider."""
+        if not self.providers:
+            return {}
+        names = sorted(self.providers)
+        provider = names[0] if len(names) == 1 else "mixed: " + ", ".join(names)
+        return {"execution_provider": provider,
+                "shard_providers": ", ".join(f"{n}: {self.providers[n]}" for n in names)}
+
     def _outcome(self, ref) -> str | None:
         """None if the shard is done, else why it is not (a dead worker, or its error)."""
         exceptions = self.ray.exceptions
         try:
-            self.ray.get(ref)
+            provider = self.ray.get(ref)
         except exceptions.RayTaskError as error:
             cause = getattr(error, "cause", None)
             if isinstance(cause, UnreadableShard):
                 raise cause from None
             return f"{type(cause).__name__ if cause else 'error'}: {cause or error}"
         except (exceptions.RayActorError, exceptions.WorkerCrashedError) as error:
-            return f"its worker died ({type(error).__name__})"
+            return f"its worker died ({type(error).__name__}{death_reason(error)})"
+        if provider:
+            self.providers[provider] += 1
         return None
 
     def _report(self, running: dict) -> None:
@@ -235,4 +252,34 @@ class Scheduler:
         self.progress(min(len(self.refs), self.done_rows + busy), len(self.refs), 0)
 
 
-__all__ = ["RayOptions", "ShardsFailed", "score_on_ray"]
+def worker_device(device: str, gpus_per_worker: float) -> str:
+    """The device a worker opens: the CPU when it was given no GPU (Ray 2.60 leaves
+    ``CUDA_VISIBLE_DEVICES`` as it is for actors that asked for none, so ``auto`` would open a CUDA
+    session on a GPU it was not given)."""
+    if gpus_per_worker > 0:
+        return device
+    if device == "cuda":
+        raise ScorerUsageError("--device cuda with --ray needs --ray-gpus-per-worker above 0")
+    return "cpu"
+
+
+def worker_threads(ray_options: RayOptions, workers: int | None) -> tuple[int, int]:
+    """``(ONNX Runtime threads, decode workers)`` of an actor with its CPUs: a CPU worker gives
+    them to ONNX Runtime and decodes in one thread; a GPU worker, whose ONNX Runtime threads idle
+    while the GPU runs, gives them to decoding. ``--workers`` sets the decoders either way."""
+    cpus = max(1, int(ray_options.cpus_per_worker))
+    if ray_options.gpus_per_worker > 0:
+        return 1, cpus if workers is None else workers
+    return cpus, 1 if workers is None else workers
+
+
+def death_reason(error: Exception) -> str:
+    """The last line of a dead actor's error that names an exception (a CUDA error in its
+    constructor, say), as ``": ..."``; empty when there is none."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line)]
+    return f": {named[-1][:300]}" if named else ""
+
+
+__all__ = ["RayOptions", "ShardsFailed", "death_reason", "score_on_ray", "worker_device",
+           "worker_threads"]

@@ -29,17 +29,19 @@ class ShardWorker:
     def __init__(self, model: str, options: ScoreOptions, threads: int) -> None:
         self.options = dataclasses.replace(options, mode="resume", threads=threads,
                                            merge_in_child=False, decode_processes=False)
-        self.session = open_session(Path(model), options.device, threads)
+        self.session = open_session(Path(model), options.device, threads, tf32=options.tf32,
+                                    max_memory_mb=options.max_memory_mb)
 
-    def score_shard(self, refs: list[ImageRef], part: str, has_labels: bool) -> None:
-        """Score ``refs`` into the part file ``part`` (a no-op if it is already complete).
+    def score_shard(self, refs: list[ImageRef], part: str, has_labels: bool) -> str:
+        """Score ``refs`` into the part file ``part`` (a no-op if it is already complete); the
+        provider the worker runs on.
 
         Raises:
             UnreadableShard: The first file of the shard is not there on this node.
         """
         path = Path(part)
         if path.exists():  # done by an earlier attempt that died before it could report
-            return
+            return self.session.provider
         folder = refs[0].source.parent  # a missing file is a failed row; a missing folder is
         if not folder.is_dir():        # a node without the images
             raise UnreadableShard(
@@ -47,3 +49,4 @@ class ShardWorker:
                 f"{refs[0].path}, the first image of its shard: every node must read the images "
                 "at the same path (a shared file system or an object store mount)")
         score(refs, path, self.session, self.options, has_labels=has_labels)
+        return self.session.provider

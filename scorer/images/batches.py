@@ -61,12 +61,13 @@ class Batch:
 
 
 def default_workers() -> int:
-    """Decode threads to use by default: the CPUs this process may run on, at most 8."""
+    """Decode workers to use by default: the CPUs this process may run on (no cap: on a GPU host
+    decoding is what bounds a run)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
+    return max(1, cpus)
 
 
 def iter_batches(refs: Sequence[ImageRef], settings: DecodeSettings, batch_size: int,

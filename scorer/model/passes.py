@@ -21,7 +21,7 @@ from scorer.contract import (
     ModelMetadata,
 )
 from scorer.metrics import stats
-from scorer.model.session import ScoringSession
+from scorer.model.session import CUDA, ScoringSession
 
 PLAN_BATCH = 32
 DEFAULT_BATCH = {"CPUExecutionProvider": 32, "CUDAExecutionProvider": 128}
@@ -51,11 +51,17 @@ def plan(meta: ModelMetadata, passes: int, max_memory_mb: int, batch_size: int |
     Memory per ONNX call is estimated as ``images * (per_image + chunk * per_image_pass)`` from the
     byte counts measured at export time. An explicit ``batch_size`` that does not fit is run in
     several calls of ``call_images`` images.
+
+    On CUDA the chunk is sized for the CUDA batch (128 images, not 32) and divides ``passes``, so
+    that every call has the same shape (cuDNN and cuBLAS choose algorithms, and round, per shape).
     """
     limit = max_memory_mb * 2**20
     per_image = max(1, meta.bytes_per_image)
     per_pass = max(1, meta.bytes_per_image_pass)
-    chunk = max(1, min(passes, int((limit / PLAN_BATCH - per_image) // per_pass)))
+    planned = DEFAULT_BATCH[CUDA] if provider == CUDA else PLAN_BATCH
+    chunk = max(1, min(passes, int((limit / planned - per_image) // per_pass)))
+    if provider == CUDA:
+        chunk = max(d for d in range(1, chunk + 1) if passes % d == 0)
     fits = max(1, int(limit // (per_image + chunk * per_pass)))
     if batch_size is not None:
         return Plan(batch_size, chunk, min(batch_size, fits))
@@ -65,12 +71,24 @@ def plan(meta: ModelMetadata, passes: int, max_memory_mb: int, batch_size: int |
 
 def run_passes(session: ScoringSession, images: np.ndarray, passes: int, seed: int,
                save_passes: bool, run_plan: Plan) -> tuple[stats.PassStats, np.ndarray | None]:
-    """All ``passes`` passes for ``images`` in chunks; merged stats and optional ``[N, T, C]``."""
+    """All ``passes`` passes for ``images`` in chunks; merged stats and optional ``[N, T, C]``.
+
+    On CUDA, fewer images than a call takes (the last batch, a batch with failed images) are
+    padded with zero images to the plan's call size, whose rows are then dropped: every call has
+    the same shape.
+    """
     outputs = session.stat_outputs() + ([OUTPUT_PASSES] if save_passes else [])
+    count_images = len(images)
+    size = run_plan.call_images or run_plan.batch_size
+    if session.on_cuda and 0 < count_images < size:
+        images = np.concatenate([images, np.zeros((size - count_images, *images.shape[1:]),
+                                                  images.dtype)])
+    run = session.runner(images)
     merged = None
     kept = []
     for start, count in run_plan.chunks(passes):
-        result = session.run(images, seed, start, count, outputs)
+        result = {name: value[:count_images] for name, value in
+                  run(seed, start, count, outputs).items()}
         entropies = result.get(OUTPUT_ENTROPY_SUM, result.get(OUTPUT_LABEL_ENTROPY_SUM))
         chunk = stats.stats_from_outputs(count, result[OUTPUT_SUM], result[OUTPUT_M2], entropies,
                                          result.get(OUTPUT_VOTES))

@@ -1,4 +1,11 @@
-"""ONNX Runtime session for an mcd-export graph: device choice, metadata check, running passes."""
+"""ONNX Runtime session for an mcd-export graph: device choice, metadata check, running passes.
+
+On CUDA: the pip-installed CUDA libraries are preloaded (:mod:`scorer.model.cuda`), TF32 is off
+(``use_tf32=0``: fp32 math as on the CPU) unless asked for, ``gpu_mem_limit`` is the memory budget,
+the session runs one image once before it is handed out (cuDNN loads lazily: a broken install
+fails there, and ``auto`` falls back to the CPU with the reason), and a batch's images are bound
+to the GPU once for all its pass chunks with the outputs written straight into numpy arrays.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +33,14 @@ from scorer.contract import (
     feeds,
 )
 from scorer.errors import DeviceError, ModelError
+from scorer.model import cuda as cuda_libraries
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cuda", "cpu")
+DEVICE_ENV = "MCD_SCORE_DEVICE"
+"""Environment variable that says what ``auto`` means: ``cpu`` pins a job (or a test suite) to
+the CPU on a GPU machine, ``cuda`` makes it fail rather than fall back."""
 REQUIRED_INPUTS = (INPUT_IMAGES, INPUT_SEED, INPUT_PASS_START, INPUT_PASS_COUNT)
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 SCHEMA_1_DISABLED_OPTIMIZERS = ["Pad_Fusion"]
@@ -81,6 +92,8 @@ class ScoringSession:
     provider: str
     model_sha256: str
     cuda_fallback: str = ""  # why CUDA was not used under --device auto ("" if it was not tried)
+    provider_options: dict[str, str] = field(default_factory=dict)  # as ONNX Runtime reports them
+    bound: bool = False  # run through I/O binding (always on CUDA; on the CPU for tests)
 
     @property
     def on_cuda(self) -> bool:
@@ -98,24 +111,51 @@ class ScoringSession:
         self, images: np.ndarray, seed: int, pass_start: int, pass_count: int, outputs: list[str]
     ) -> dict[str, np.ndarray]:
         """Run passes ``[pass_start, pass_start + pass_count)`` on ``images``; return ``outputs``."""
-        inputs = feeds(images, seed, pass_start, pass_count)
-        if self.on_cuda:
-            return self._run_bound(inputs, outputs)
-        return dict(zip(outputs, self.session.run(outputs, inputs), strict=True))
+        return self.runner(images)(seed, pass_start, pass_count, outputs)
 
-    def _run_bound(self, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        """I/O binding: inputs copied to the device once, outputs copied back once."""
-        binding = self.session.io_binding()
-        for name, value in inputs.items():
-            binding.bind_cpu_input(name, value)
+    def runner(self, images: np.ndarray):
+        """A function ``(seed, pass_start, pass_count, outputs) -> {name: array}`` for several
+        pass chunks of the same ``images``: on CUDA the images go to the GPU once."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if not (self.on_cuda or self.bound):
+            def run(seed, start, count, outputs):
+                values = self.session.run(outputs, feeds(images, seed, start, count))
+                return dict(zip(outputs, values, strict=True))
+            return run
+        return BoundRunner(self, images, "cuda" if self.on_cuda else "cpu")
+
+
+class BoundRunner:
+    """I/O binding for one batch: the images bound once (a device ``OrtValue`` on CUDA), each
+    chunk's outputs written by ONNX Runtime straight into numpy arrays (one copy, no second one)."""
+
+    def __init__(self, scoring: ScoringSession, images: np.ndarray, device: str) -> None:
+        self.scoring = scoring
+        self.images = images
+        self.value = ort.OrtValue.ortvalue_from_numpy(images, device, 0)
+        self.binding = scoring.session.io_binding()
+        self.binding.bind_ortvalue_input(INPUT_IMAGES, self.value)
+        self.shapes = {o.name: o.shape for o in scoring.session.get_outputs()}
+
+    def __call__(self, seed: int, start: int, count: int, outputs: list[str]) -> dict[str, np.ndarray]:
+        call = feeds(self.images[:0], seed, start, count)
+        for name in (INPUT_SEED, INPUT_PASS_START, INPUT_PASS_COUNT):
+            self.binding.bind_cpu_input(name, call[name])
+        self.binding.clear_binding_outputs()
+        arrays = {}
         for name in outputs:
-            binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(binding)
-        return dict(zip(outputs, binding.copy_outputs_to_cpu(), strict=True))
+            shape = [len(self.images) if d == "N" else count if d == "T" else d
+                     for d in self.shapes[name]]
+            array = np.empty(shape, np.float32)
+            self.binding.bind_output(name, "cpu", 0, np.float32, shape, array.ctypes.data)
+            arrays[name] = array
+        self.scoring.session.run_with_iobinding(self.binding)
+        return arrays
 
 
 def open_session(model: Path | bytes, device: str = "auto", threads: int | None = None,
-                 spinning: bool = False) -> ScoringSession:
+                 spinning: bool = False, tf32: bool = False,
+                 max_memory_mb: int | None = None) -> ScoringSession:
     """Load ``model`` (a file, or its bytes), check it is an mcd-export graph, and place it on
     ``device``.
 
@@ -125,15 +165,17 @@ def open_session(model: Path | bytes, device: str = "auto", threads: int | None 
 
     ``auto`` uses CUDA when it works and falls back to the CPU quietly (the reason is kept in
     ``cuda_fallback``); ``cuda`` fails with :class:`DeviceError` when CUDA cannot be used;
-    ``cpu`` never tries CUDA.
+    ``cpu`` never tries CUDA. :data:`DEVICE_ENV` set to ``cpu`` or ``cuda`` decides what ``auto``
+    means. On CUDA, ``tf32`` allows TF32 math (faster on Ampere and newer, about 1e-3 relative
+    error: results then differ from the CPU's), and ``max_memory_mb`` caps the GPU memory
+    ONNX Runtime's arena may take (``gpu_mem_limit``).
 
     Raises:
         ModelError: The file is missing, a Keras model, not ONNX, or not an mcd-export graph
             whose metadata matches the graph.
         DeviceError: ``device`` is unknown, or ``cuda`` and CUDA cannot run here.
     """
-    if device not in DEVICES:
-        raise DeviceError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    device = resolve_device(device)
     data = _read_model(model)
     model = model if isinstance(model, Path) else Path("(the model's bytes)")
     options = ort.SessionOptions()
@@ -145,7 +187,9 @@ def open_session(model: Path | bytes, device: str = "auto", threads: int | None 
     if device == "cuda" and not want_cuda:
         raise DeviceError("--device cuda: this onnxruntime has no CUDA execution provider; "
                           "install mcd-score[cuda] (onnxruntime-gpu with CUDA 13 and cuDNN 9)")
-    providers = [CUDA, CPU] if want_cuda else [CPU]
+    if want_cuda:
+        cuda_libraries.preload()
+    providers = [(CUDA, cuda_options(tf32, max_memory_mb)), CPU] if want_cuda else [CPU]
     with captured_stderr() as errors:
         session = _new_session(data, options, providers, model)
     provider = session.get_providers()[0]
@@ -154,7 +198,7 @@ def open_session(model: Path | bytes, device: str = "auto", threads: int | None 
         fallback = cuda_failure_reason(errors)
         if device == "cuda":
             raise DeviceError(f"--device cuda: CUDA is not usable here ({fallback}); "
-                              "use --device cpu or auto, or install mcd-score[cuda]")
+                              f"{cuda_libraries.remedy(fallback)}; or use --device cpu or auto")
     try:
         metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
     except MetadataError as error:
@@ -165,7 +209,55 @@ def open_session(model: Path | bytes, device: str = "auto", threads: int | None 
                                    SCHEMA_1_DISABLED_OPTIMIZERS)
         provider = session.get_providers()[0]
     check_graph(session, metadata, model)
-    return ScoringSession(session, metadata, provider, hashlib.sha256(data).hexdigest(), fallback)
+    scoring = ScoringSession(session, metadata, provider, hashlib.sha256(data).hexdigest(), fallback,
+                             session.get_provider_options().get(provider, {}))
+    if scoring.on_cuda:
+        failure = warm_up(scoring)
+        if failure:
+            if device == "cuda":
+                raise DeviceError(f"--device cuda: the CUDA session failed on its first image "
+                                  f"({failure}); {cuda_libraries.remedy(failure)}")
+            disabled = SCHEMA_1_DISABLED_OPTIMIZERS if metadata.schema_version < 2 else ()
+            session = _new_session(data, options, [CPU], model, disabled)
+            scoring = ScoringSession(session, metadata, CPU, scoring.model_sha256,
+                                     f"CUDA failed on its first image: {failure}",
+                                     session.get_provider_options().get(CPU, {}))
+    return scoring
+
+
+def resolve_device(device: str) -> str:
+    """``device``, with ``auto`` read from :data:`DEVICE_ENV` when that is set."""
+    if device not in DEVICES:
+        raise DeviceError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    pinned = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if device != "auto" or not pinned:
+        return device
+    if pinned not in DEVICES:
+        raise DeviceError(f"{DEVICE_ENV}={pinned!r} is not one of {', '.join(DEVICES)}")
+    return pinned
+
+
+def cuda_options(tf32: bool = False, max_memory_mb: int | None = None) -> dict[str, str]:
+    """The CUDA provider's options: TF32 off unless asked (ONNX Runtime's default is on), the
+    arena capped at the memory budget."""
+    options = {"device_id": "0", "use_tf32": "1" if tf32 else "0"}
+    if max_memory_mb:
+        options["gpu_mem_limit"] = str(int(max_memory_mb) * 2**20)
+    return options
+
+
+def warm_up(scoring: ScoringSession) -> str:
+    """Run one image, one pass: ``""`` if it worked, else the error (cuDNN and cuBLAS load at the
+    first kernel that needs them, not when the session is created)."""
+    meta = scoring.metadata
+    shape = [1, *(d if isinstance(d, int) else 1 for d in meta.input_shape[1:])]
+    try:
+        with captured_stderr() as errors:
+            scoring.run(np.zeros(shape, np.float32), 0, 0, 1, scoring.stat_outputs())
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+        detail = cuda_failure_reason(errors) if errors else ""
+        return f"{type(error).__name__}: {str(error).strip()}" + (f" ({detail})" if detail else "")
+    return ""
 
 
 def _new_session(data: bytes, options: ort.SessionOptions, providers: list[str], model: Path,
@@ -234,4 +326,5 @@ def check_graph(session: ort.InferenceSession, meta: ModelMetadata, model: Path)
                          "re-export the model with mcd-export")
 
 
-__all__ = ["ScoringSession", "captured_stderr", "check_graph", "open_session"]
+__all__ = ["DEVICE_ENV", "BoundRunner", "ScoringSession", "captured_stderr", "check_graph",
+           "cuda_options", "open_session", "resolve_device", "warm_up"]

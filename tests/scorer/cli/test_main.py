@@ -190,6 +190,7 @@ def test_compare_missing_file_is_an_error(tmp_path):
 def test_device_cuda_without_cuda_is_a_usage_error(model, digits, tmp_path, monkeypatch):
     import onnxruntime
 
+    monkeypatch.delenv("MCD_SCORE_DEVICE", raising=False)  # auto as a user gets it
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     result = invoke(digits, tmp_path / "out.h5", "--model", model, "--device", "cuda")
     assert result.exit_code == 2
@@ -268,6 +269,7 @@ def test_cpu_fallback_is_quiet_and_recorded(model, digits, tmp_path, monkeypatch
     it (``cuda_fallback``)."""
     import onnxruntime
 
+    monkeypatch.delenv("MCD_SCORE_DEVICE", raising=False)  # auto as a user gets it
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     out = tmp_path / "out.h5"

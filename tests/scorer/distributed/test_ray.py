@@ -81,6 +81,9 @@ def test_stitched_and_consolidated_equal_a_local_run(images, local_run, tmp_path
     assert_equal_results(local_run, stitched)
     with h5py.File(stitched) as file:
         assert file["mean"].is_virtual and len(file["mean"].virtual_sources()) == 8
+        # what the workers ran on, not the driver's own CPU session
+        assert file.attrs["execution_provider"] == "CPUExecutionProvider"
+        assert file.attrs["shard_providers"] == "CPUExecutionProvider: 8"
     assert sorted(p.suffix for p in parts_path(stitched).iterdir()) == [".h5"] * 8
     score_on_ray(images, plain, MODEL, OPTIONS, RayOptions(workers=2, consolidate=True))
     with h5py.File(plain) as file:
@@ -170,3 +173,30 @@ def test_a_worker_that_cannot_see_the_images_says_so(tmp_path):
     refs = [ImageRef("a.png", Path("/not-mounted-here/a.png"))]
     with pytest.raises(UnreadableShard, match="every node must read the images at the same path"):
         score_on_ray(refs, tmp_path / "out.h5", MODEL, OPTIONS, RayOptions(workers=1))
+
+
+def test_workers_without_a_gpu_run_on_the_cpu():
+    from scorer.distributed.driver import worker_device, worker_threads
+    from scorer.errors import ScorerUsageError
+
+    assert worker_device("auto", 0) == "cpu"  # Ray leaves CUDA_VISIBLE_DEVICES as it is
+    assert worker_device("auto", 1) == "auto" and worker_device("cuda", 0.5) == "cuda"
+    with pytest.raises(ScorerUsageError, match="--ray-gpus-per-worker"):
+        worker_device("cuda", 0)
+    # a CPU worker's CPUs go to ONNX Runtime, a GPU worker's to decoding
+    assert worker_threads(RayOptions(cpus_per_worker=4), None) == (4, 1)
+    assert worker_threads(RayOptions(cpus_per_worker=4, gpus_per_worker=1), None) == (1, 4)
+    assert worker_threads(RayOptions(cpus_per_worker=4, gpus_per_worker=1), 2) == (1, 2)
+
+
+def test_a_dead_workers_error_is_surfaced():
+    from scorer.distributed.driver import death_reason
+
+    text = ("The actor died because of an error raised in its creation task, ...\n"
+            "Traceback (most recent call last):\n  File \"worker.py\", line 31, in __init__\n"
+            "scorer.errors.DeviceError: --device cuda: CUDA is not usable here (libcuda.so.1: "
+            "cannot open shared object file)")
+    assert death_reason(RuntimeError(text)) == (
+        ": scorer.errors.DeviceError: --device cuda: CUDA is not usable here (libcuda.so.1: "
+        "cannot open shared object file)")
+    assert death_reason(RuntimeError("killed by the OOM killer")) == ""

@@ -12,7 +12,7 @@ import pytest
 from scorer_support import exported_model, plain_graph
 
 from scorer.errors import DeviceError, ModelError
-from scorer.model.session import CPU, CUDA, open_session
+from scorer.model.session import CPU, CUDA, BoundRunner, open_session
 
 CUDA_LISTED = CUDA in ort.get_available_providers()
 
@@ -34,7 +34,8 @@ def test_cpu_session_reports_cpu_provider(model, capfd):
 
 
 @pytest.mark.skipif(not CUDA_LISTED, reason="this onnxruntime does not list CUDA")
-def test_auto_falls_back_to_cpu_quietly_when_cuda_cannot_load(model, capfd):
+def test_auto_falls_back_to_cpu_quietly_when_cuda_cannot_load(model, capfd, monkeypatch):
+    monkeypatch.delenv("MCD_SCORE_DEVICE", raising=False)  # auto as a user gets it
     session = open_session(model, "auto")
     captured = capfd.readouterr()
     if session.provider == CUDA:  # pragma: no cover - a machine with working CUDA
@@ -49,6 +50,7 @@ def test_auto_falls_back_to_cpu_quietly_when_cuda_cannot_load(model, capfd):
 
 
 def test_auto_without_cuda_listed_uses_cpu_without_reason(model, monkeypatch, capfd):
+    monkeypatch.delenv("MCD_SCORE_DEVICE", raising=False)
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CPU])
     session = open_session(model, "auto")
     assert session.provider == CPU
@@ -140,10 +142,15 @@ def test_bound_run_equals_plain_run(model):
     images = np.random.default_rng(3).random((5, 16, 16, 1), dtype=np.float32)
     outputs = ["passes", *session.stat_outputs()]
     plain = session.run(images, seed=4, pass_start=2, pass_count=7, outputs=outputs)
-    feeds = {"images": images, "seed": np.array(4, np.int64), "pass_start": np.array(2, np.int64),
-             "pass_count": np.array(7, np.int64)}
-    bound = session._run_bound(feeds, outputs)
+    session.bound = True
+    runner = session.runner(images)  # the images bound once, for several chunks
+    assert isinstance(runner, BoundRunner)
+    bound = runner(4, 2, 7, outputs)
     assert list(bound) == outputs
+    again = runner(4, 0, 3, outputs)  # another chunk through the same binding
+    np.testing.assert_array_equal(again["passes"], session.run(images, 4, 0, 3, outputs)["passes"])
+    for value in bound.values():  # the arrays ONNX Runtime wrote into are owned by numpy
+        assert value.flags.owndata
     assert plain["passes"].shape == (5, 7, 10)
     for name in outputs:
         np.testing.assert_array_equal(bound[name], plain[name], err_msg=name)
@@ -154,22 +161,26 @@ def test_bound_run_equals_plain_run(model):
 
 
 def test_run_goes_through_binding_on_cuda(model, monkeypatch):
-    """A session that believes it is on CUDA must use the I/O-binding path (checked on the CPU)."""
+    """A session that believes it is on CUDA binds its images for the GPU once per batch (checked
+    on the CPU, the device swapped for the CPU's)."""
+    from scorer.model import session as session_module
+
     session = open_session(model, "cpu")
     images = np.random.default_rng(5).random((2, 16, 16, 1), dtype=np.float32)
     expected = session.run(images, 0, 0, 3, ["pass_sum"])
-    calls = []
-    original = session._run_bound
+    devices = []
 
-    def spy(feeds, outputs):
-        calls.append(outputs)
-        return original(feeds, outputs)
+    class Recording(BoundRunner):
+        def __init__(self, scoring, images, device):
+            devices.append(device)
+            super().__init__(scoring, images, "cpu")
 
-    monkeypatch.setattr(session, "_run_bound", spy)
+    monkeypatch.setattr(session_module, "BoundRunner", Recording)
     session.provider = CUDA
-    got = session.run(images, 0, 0, 3, ["pass_sum"])
-    assert calls == [["pass_sum"]]
-    np.testing.assert_array_equal(got["pass_sum"], expected["pass_sum"])
+    runner = session.runner(images)
+    got = [runner(0, 0, 3, ["pass_sum"]), runner(0, 3, 2, ["pass_sum"])]
+    assert devices == ["cuda"]  # one binding for both chunks
+    np.testing.assert_array_equal(got[0]["pass_sum"], expected["pass_sum"])
 
 
 def with_metadata(model, tmp_path, change) -> object:
@@ -243,3 +254,85 @@ def test_pad_fusion_is_off_only_for_graphs_exported_before_export_pad_pool(model
     path = with_metadata(model, tmp_path, lambda data: data.update(schema_version=schema))
     session = open_session(path, "cpu")
     assert session.metadata.schema_version == schema and created[-1] == disabled
+
+
+class LateFailingCuda:
+    """A session that opened "on CUDA" but fails at its first run, as one whose cuDNN loads
+    lazily and is missing (the real CPU session underneath answers everything else)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def get_providers(self):
+        return [CUDA, CPU]
+
+    def run_with_iobinding(self, binding, *args):
+        raise RuntimeError("CUDNN failure 4: CUDNN_STATUS_NOT_INITIALIZED; libcudnn_cnn.so.9: "
+                           "cannot open shared object file")
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@pytest.fixture
+def late_failing_cuda(monkeypatch):
+    from scorer.model import session as session_module
+
+    made = []
+    original = session_module._new_session
+
+    def new_session(data, options, providers, model, disabled=()):
+        real = original(data, options, [CPU], model, disabled)
+        made.append([p if isinstance(p, str) else p[0] for p in providers])
+        return LateFailingCuda(real) if len(made) == 1 and CUDA in made[0] else real
+
+    class CpuBound(BoundRunner):
+        def __init__(self, scoring, images, device):
+            super().__init__(scoring, images, "cpu")
+
+    monkeypatch.setattr(session_module, "_new_session", new_session)
+    monkeypatch.setattr(session_module, "BoundRunner", CpuBound)
+    monkeypatch.setattr(session_module.ort, "get_available_providers",
+                        lambda: [CUDA, CPU])
+    monkeypatch.delenv("MCD_SCORE_DEVICE", raising=False)
+    return made
+
+
+def test_a_cuda_session_that_fails_at_its_first_run_falls_back_under_auto(model, late_failing_cuda):
+    session = open_session(model, "auto")
+    assert session.provider == CPU and not session.on_cuda
+    assert "failed on its first image" in session.cuda_fallback
+    assert "libcudnn_cnn.so.9" in session.cuda_fallback
+    assert late_failing_cuda == [[CUDA, CPU], [CPU]]  # the CPU session replaced the CUDA one
+    images = np.zeros((1, 16, 16, 1), np.float32)
+    assert session.run(images, 0, 0, 2, ["pass_sum"])["pass_sum"].shape == (1, 10)
+
+
+def test_a_cuda_session_that_fails_at_its_first_run_is_an_error_under_cuda(model, late_failing_cuda):
+    with pytest.raises(DeviceError, match=r"failed on its first image.*libcudnn_cnn.so.9"):
+        open_session(model, "cuda")
+
+
+def test_cuda_options_turn_tf32_off_and_cap_the_arena():
+    from scorer.model.session import cuda_options
+
+    assert cuda_options() == {"device_id": "0", "use_tf32": "0"}
+    assert cuda_options(tf32=True, max_memory_mb=512) == {
+        "device_id": "0", "use_tf32": "1", "gpu_mem_limit": str(512 * 2**20)}
+
+
+def test_the_device_variable_decides_what_auto_means(model, monkeypatch):
+    from scorer.model.session import resolve_device
+
+    monkeypatch.setenv("MCD_SCORE_DEVICE", "cpu")
+    assert resolve_device("auto") == "cpu" and resolve_device("cuda") == "cuda"
+    monkeypatch.setenv("MCD_SCORE_DEVICE", "tpu")
+    with pytest.raises(DeviceError, match="MCD_SCORE_DEVICE"):
+        open_session(model, "auto")
+    monkeypatch.delenv("MCD_SCORE_DEVICE")
+    assert resolve_device("auto") == "auto"
+
+
+def test_provider_options_are_recorded(model):
+    session = open_session(model, "cpu")
+    assert isinstance(session.provider_options, dict)
