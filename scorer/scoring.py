@@ -33,7 +33,7 @@ from scorer.images import jpeg
 from scorer.images.batches import default_workers, iter_batches, start_processes
 from scorer.images.decode import DECODERS, DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIXELS
 from scorer.images.files import DEFAULT_MAX_FILE_MB, image_key, read_file
-from scorer.images.listing import ImageRef, discover, label_hint
+from scorer.images.listing import ImageIndex, ImageRef, discover, label_hint
 from scorer.images.load import DecodeSettings
 from scorer.model.passes import Plan, plan
 from scorer.model.session import ScoringSession, open_session
@@ -140,7 +140,7 @@ class RunSetup:
     Made by :func:`set_up` for a local run and for a Ray driver alike.
     """
 
-    refs: list[ImageRef]
+    refs: ImageIndex
     notes: list[str]  # hints for the user about the inputs
     session: ScoringSession
     plan: Plan
@@ -148,16 +148,16 @@ class RunSetup:
     identity: dict
 
 
-def list_inputs(images: Path | Sequence[ImageRef]) -> tuple[list[ImageRef], list[str]]:
+def list_inputs(images: Path | Sequence[ImageRef]) -> tuple[ImageIndex, list[str]]:
     """The inputs of a run (a folder is discovered, refs are taken as they are) and any hint."""
     if not isinstance(images, Path):
-        return list(images), []
+        return ImageIndex.of(images), []
     refs = discover(images)
     hint = label_hint(refs, images)
     return refs, [hint] if hint else []
 
 
-def set_up(images: Path | Sequence[ImageRef], refs: list[ImageRef], notes: list[str],
+def set_up(images: Path | Sequence[ImageRef], refs: ImageIndex, notes: list[str],
            session: ScoringSession, options: ScoreOptions,
            has_labels: bool | None = None) -> RunSetup:
     """The plan, results-file header and run identity of scoring ``refs`` with ``session``."""
@@ -253,9 +253,12 @@ def decode_settings(session: ScoringSession, options: ScoreOptions) -> DecodeSet
 def inputs_digest(refs: Sequence[ImageRef]) -> str:
     """SHA-256 of the ordered input paths and labels: a resumed run must have the same inputs."""
     digest = hashlib.sha256()
-    for ref in refs:
-        digest.update(ref.path.encode("utf-8", "surrogateescape") + b"\0")
-        digest.update((ref.label or "").encode("utf-8", "surrogateescape") + b"\0")
+    items = refs.digest_items() if isinstance(refs, ImageIndex) else (
+        (ref.path.encode("utf-8", "surrogateescape"),
+         (ref.label or "").encode("utf-8", "surrogateescape")) for ref in refs)
+    for path, label in items:
+        digest.update(path + b"\0")
+        digest.update(label + b"\0")
     return digest.hexdigest()
 
 
@@ -296,8 +299,15 @@ def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[I
     }
     return FileHeader(meta.output_kind, meta.num_outputs, options.passes, options.seed,
                       options.save_passes,
-                      any(ref.label is not None for ref in refs) if has_labels is None else has_labels,
+                      any_labels(refs) if has_labels is None else has_labels,
                       tuple(meta.class_names or ()), attrs)
+
+
+def any_labels(refs: Sequence[ImageRef]) -> bool:
+    """Whether any input has a label (the compact index knows without making refs)."""
+    if isinstance(refs, ImageIndex):
+        return refs.has_labels
+    return any(ref.label is not None for ref in refs)
 
 
 def check_resumed(run: RunDir, refs: Sequence[ImageRef], done: int, max_bytes: int,
@@ -308,18 +318,25 @@ def check_resumed(run: RunDir, refs: Sequence[ImageRef], done: int, max_bytes: i
         return
     from scorer.rundir.segments import iter_columns
 
-    paths, keys = [], []
+    spots = sorted({round(i * (done - 1) / max(samples - 1, 1)) for i in range(samples)})
+    keys: dict[int, str] = {}
+    row = 0  # compared segment by segment: nothing per row is kept but the spot checks' keys
     for columns in iter_columns(run.committed(), ("path", "key")):
-        paths.extend(columns["path"])
-        keys.extend(columns["key"])
-    current = [ref.path for ref in refs[:done]]
-    if done > len(refs) or paths != current:
-        row = next((i for i, (a, b) in enumerate(zip(paths, current, strict=False)) if a != b),
-                   min(len(paths), len(current)))
-        raise OutputError(f"cannot resume {run.path}: its {done} rows do not match the start of "
-                          f"this run's {len(refs)} inputs (first difference at row {row}); the "
-                          "inputs changed since the interrupted run, so use --overwrite")
-    for row in sorted({round(i * (done - 1) / max(samples - 1, 1)) for i in range(samples)}):
+        committed = columns["path"]
+        current = [ref.path for ref in refs[row:row + len(committed)]]
+        if row + len(committed) > len(refs) or list(committed) != current:
+            first = next((i for i, (a, b) in enumerate(zip(committed, current, strict=False))
+                          if a != b), min(len(committed), len(current)))
+            raise OutputError(
+                f"cannot resume {run.path}: its {done} rows do not match the start of this run's "
+                f"{len(refs)} inputs (first difference at row {row + first}); the inputs changed "
+                "since the interrupted run, so use --overwrite")
+        keys.update((i, columns["key"][i - row]) for i in spots if row <= i < row + len(committed))
+        row += len(committed)
+    if row != done:
+        raise OutputError(f"cannot resume {run.path}: its segments hold {row} rows, not the {done} "
+                          "committed; use --overwrite")
+    for row in spots:
         if keys[row]:
             try:
                 now_key = image_key(read_file(refs[row], max_bytes))

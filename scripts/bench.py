@@ -4,7 +4,8 @@ For each model (T passes per image), images per second of:
   keras-loop   the usual recipe: ``model(x, training=True)`` T times, on arrays in memory
   keras-mc     the best hand-written Keras MC dropout, end to end from the same JPEG files, no
                file written (scripts/bench_keras.py: tf.data decoding in parallel, trunk once
-               per image, the dropout head T times in one vectorised batch)
+               per image, the dropout head T times in one vectorised batch); both Keras columns
+               run in a process of their own with TensorFlow's defaults (oneDNN on)
   ort-single   one deterministic ONNX Runtime pass of the plain converted model (tf2onnx,
                dropout off, ONNX Runtime's defaults), on arrays: the physical limit
   mcd-model    mcd-score's graph and run loop on decoded arrays (T passes, trunk cached)
@@ -35,7 +36,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 from bench_stages import STAGES, image_costs, score_with_stages  # noqa: E402
@@ -124,8 +124,6 @@ def rate(function, count: int) -> float:
 
 def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dict, dict]:
     """One callable per column (each returns images/s) and what the report needs besides."""
-    from bench_keras import KerasMC
-
     from scorer.images.listing import ImageRef
     from scorer.model.passes import plan, run_passes
     from scorer.model.session import open_session
@@ -140,14 +138,10 @@ def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dic
     shape = tuple(model.inputs[0].shape[1:])
     x = np.random.default_rng(0).random((counts["model"], *shape), dtype=np.float32)
     single = plain_onnx(model)
-    keras_mc = KerasMC(model, pre, passes, (FILE_SIZE, FILE_SIZE), batch_size=run_plan.batch_size)
+    keras = KerasAnchors(model, name, work, pre, passes, run_plan.batch_size, counts["loop"],
+                         [str(p) for p in photos[:counts["keras"]]])
     refs = [ImageRef(p.name, p) for p in photos[:counts["e2e"]]]
-    keras_files = [str(p) for p in photos[:counts["keras"]]]
     stages: list = []
-
-    def keras_loop() -> None:
-        for _ in range(passes):
-            model(x[:counts["loop"]], training=True)
 
     def ort_single() -> None:
         for i in range(0, len(x), run_plan.batch_size):
@@ -173,8 +167,8 @@ def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dic
         options = ScoreOptions(passes=passes, device="cpu", mode="overwrite")
         return len(few) / score_with_stages(few, work / f"{name}-1k.h5", path, options)[0]
 
-    calls = {"keras-loop": lambda: rate(keras_loop, counts["loop"]),
-             "keras-mc": lambda: rate(lambda: keras_mc.run(keras_files), len(keras_files)),
+    calls = {"keras-loop": lambda: keras.rate("keras-loop"),
+             "keras-mc": lambda: keras.rate("keras-mc"),
              "ort-single": lambda: rate(ort_single, len(x)),
              "mcd-model": lambda: rate(mcd_model, len(x)),
              "predict": lambda: rate(predict, len(x)),
@@ -182,6 +176,33 @@ def columns(name: str, passes: int, work: Path, photos: list[Path]) -> tuple[dic
     extra = {"plan": f"batch {run_plan.batch_size}, {run_plan.pass_chunk} passes/call",
              "stages": stages, "pre": pre, "refs": refs, "model_path": path}
     return calls, extra
+
+
+class KerasAnchors:
+    """keras-loop and keras-mc, run by ``bench_keras.py serve`` in a process of their own with
+    TensorFlow's defaults: this process imports the exporter, which turns oneDNN off
+    (``TF_ENABLE_ONEDNN_OPTS=0``, for reproducible exports), and that slows TensorFlow on the CPU
+    by about 30%; a user's own script runs with oneDNN on."""
+
+    def __init__(self, model, name: str, work: Path, pre, passes: int, batch: int, loop: int,
+                 files: list[str]) -> None:
+        import dataclasses
+
+        path = work / f"{name}.keras"
+        model.save(path)
+        job = {"model": str(path), "pre": dataclasses.asdict(pre), "passes": passes,
+               "file_size": [FILE_SIZE, FILE_SIZE], "batch": batch, "loop": loop, "files": files}
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bench_keras.py")), "serve",
+             json.dumps(job)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the Keras anchor process did not start")
+
+    def rate(self, column: str) -> float:
+        self.process.stdin.write(column + "\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
 
 
 def bench_model(name: str, passes: int, rounds: int, work: Path, photos: list[Path]) -> dict:

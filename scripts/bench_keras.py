@@ -88,3 +88,45 @@ class KerasMC:
             result = self.step(images)
             count += int(result["mean"].shape[0])
         return count
+
+
+def serve() -> None:
+    """The Keras anchors in their own process, so they run with TensorFlow's defaults (oneDNN on:
+    the exporter in scripts/bench.py's process turns it off, which slows TensorFlow on the CPU by
+    about 30%, and a user's script would not). Reads a JSON job from argv, prints ``ready``, then
+    answers each line ``keras-loop`` or ``keras-mc`` on stdin with its images/s."""
+    import json
+    import sys
+    import time
+
+    import numpy as np
+
+    from scorer.contract import Preprocessing
+
+    job = json.loads(sys.argv[2])
+    model = keras.models.load_model(job["model"])
+    pre = Preprocessing(**{**job["pre"], "mean": job["pre"]["mean"] and tuple(job["pre"]["mean"]),
+                           "std": job["pre"]["std"] and tuple(job["pre"]["std"])})
+    runner = KerasMC(model, pre, job["passes"], tuple(job["file_size"]), batch_size=job["batch"])
+    x = np.random.default_rng(0).random((job["loop"], *model.inputs[0].shape[1:]),
+                                        dtype=np.float32)
+
+    def loop() -> None:
+        for _ in range(job["passes"]):
+            model(x, training=True)
+
+    work = {"keras-loop": (loop, job["loop"]),
+            "keras-mc": (lambda: runner.run(job["files"]), len(job["files"]))}
+    print("ready", flush=True)
+    for line in sys.stdin:
+        function, count = work[line.strip()]
+        start = time.perf_counter()
+        function()
+        print(count / (time.perf_counter() - start), flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["serve"]:
+        serve()

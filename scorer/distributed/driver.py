@@ -33,6 +33,7 @@ from scorer.scoring import (
     ScoreOptions,
     ScoreSummary,
     Started,
+    any_labels,
     interruptible,
     list_inputs,
     now,
@@ -96,7 +97,7 @@ def score_on_ray(
         workers = worker_count(ray, ray_options)
         rows = shard_rows(len(refs), workers, ray_options.shard_rows)
         shards = plan_shards(len(refs), rows)
-        has_labels = any(ref.label is not None for ref in refs)
+        has_labels = any_labels(refs)
         setup = set_up(images, refs, notes, session, options, has_labels)
         header = dataclasses.replace(setup.header, attrs={**setup.header.attrs, "ray": {
             "workers": workers, "shard_rows": rows, "shards": len(shards),

@@ -1,7 +1,8 @@
 """Which files to score: discovery of a folder, file lists, labels, exact names.
 
-:func:`discover` or :func:`read_file_list` name the files (:class:`ImageRef`), in output order;
-:mod:`scorer.images.files` reads them.
+:func:`discover` or :func:`read_file_list` name the files, in output order, as a compact
+:class:`scorer.images.index.ImageIndex` of :class:`ImageRef`; :mod:`scorer.images.files` reads
+them.
 
 Labels follow Keras' ``image_dataset_from_directory``: an image's label is the top-level
 sub-folder of IMAGES holding it (``IMAGES/cat/x.jpg`` and ``IMAGES/cat/2024/y.jpg`` are both
@@ -15,29 +16,14 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from scorer.errors import InputError
+from scorer.images.index import ImageIndex, ImageRef, Packed, encode
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    """One input file.
-
-    Attributes:
-        path: POSIX path relative to the images root, or the line as written in a file list.
-        source: Absolute path of the file.
-        label: Top-level sub-folder of the root holding the file, or ``None``.
-    """
-
-    path: str
-    source: Path
-    label: str | None = None
-
-
-def discover(root: Path) -> list[ImageRef]:
+def discover(root: Path) -> ImageIndex:
     """Every non-hidden entry under ``root`` that is not a folder, sorted by relative path.
 
     Hidden files and folders (name starting with ``.``) are skipped; everything else is kept,
@@ -58,22 +44,22 @@ def discover(root: Path) -> list[ImageRef]:
         raise InputError(f"'{root}' is a file, expected a folder of images; pass its parent "
                          "folder, or list the files to score in a file list (--files-from)")
     base = root.absolute()
-    refs = [_ref_for(base, relative) for relative in _walk(base)]
-    if not refs:
+    found = _walk(base)
+    if not len(found):
         raise InputError(f"image folder '{root}' holds no files (hidden files and folders, "
                          "whose names start with '.', are skipped); check the path or add images")
-    refs.sort(key=lambda ref: ref.path)
-    return refs
+    return ImageIndex.from_tree(base, found)
 
 
-def _walk(base: Path) -> list[str]:
-    """Relative POSIX paths of the non-folder entries under ``base``, each folder listed once.
+def _walk(base: Path) -> Packed:
+    """Relative POSIX paths of the non-folder entries under ``base``, each folder listed once
+    (packed: no Python object per file).
 
     A folder reachable by several paths is listed under the first path in this order: paths
     through no link before paths through a link, then depth first in name order. So a real
     sub-folder keeps its own path and label even when a link elsewhere points at it.
     """
-    found: list[str] = []
+    found = Packed()
     seen: set[tuple[int, int]] = set()
     pending: list[tuple[bool, tuple[str, ...], str]] = [(False, (), os.fspath(base))]
     while pending:
@@ -98,29 +84,25 @@ def _walk(base: Path) -> list[str]:
             if is_folder:
                 heapq.heappush(pending, (via_link or is_link, (*parts, entry.name), entry.path))
             else:
-                found.append(PurePosixPath(*parts, entry.name).as_posix())
+                found.append(encode("/".join((*parts, entry.name))))
     return found
 
 
-def _ref_for(base: Path, relative: str) -> ImageRef:
-    parts = PurePosixPath(relative).parts
-    return ImageRef(relative, base.joinpath(*parts), parts[0] if len(parts) > 1 else None)
-
-
-def label_hint(refs: list[ImageRef], root: Path) -> str | None:
+def label_hint(refs: Sequence[ImageRef], root: Path) -> str | None:
     """A hint when every image is in one class folder that itself holds sub-folders."""
-    labels = {ref.label for ref in refs}
+    labels = refs.labels() if isinstance(refs, ImageIndex) else {ref.label for ref in refs}
     if len(labels) != 1 or None in labels:
         return None
     (label,) = labels
-    if not any(len(PurePosixPath(ref.path).parts) > 2 for ref in refs):
+    paths = refs.paths() if isinstance(refs, ImageIndex) else (ref.path for ref in refs)
+    if not any(path.count("/") > 1 for path in paths):
         return None
     return (f"every image is under '{label}/', so they all get the label {label!r}; if its "
             f"sub-folders are the classes, pass IMAGES={Path(root) / label} instead")
 
 
 def read_file_list(lines: Iterable[str | bytes], base: Path, allow_outside: bool = False
-                   ) -> list[ImageRef]:
+                   ) -> ImageIndex:
     """Read image paths from a file list, keeping the given order.
 
     One path per line; surrounding whitespace is stripped, and blank lines and lines starting
@@ -132,7 +114,11 @@ def read_file_list(lines: Iterable[str | bytes], base: Path, allow_outside: bool
         InputError: The list names no file, a path leaves ``base``, or a line holds a NUL.
     """
     absolute_base = os.path.normpath(Path(base).absolute())
-    refs = []
+    return _checked(ImageIndex.from_list(absolute_base, _lines(lines, absolute_base,
+                                                               allow_outside)))
+
+
+def _lines(lines: Iterable[str | bytes], absolute_base: str, allow_outside: bool):
     for number, line in enumerate(lines, start=1):
         text = (os.fsdecode(line) if isinstance(line, bytes) else line).strip().lstrip("\ufeff")
         if not text or text.startswith("#"):
@@ -146,8 +132,14 @@ def read_file_list(lines: Iterable[str | bytes], base: Path, allow_outside: bool
             raise InputError(f"line {number} of the file list, {text!r}, is outside the image "
                              f"folder {absolute_base}; list paths inside it, or pass "
                              "--allow-outside to read files anywhere")
-        refs.append(ImageRef(path=text, source=Path(target), label=None))
-    if not refs:
+        yield text
+
+
+def _checked(refs: ImageIndex) -> ImageIndex:
+    if not len(refs):
         raise InputError("the file list names no images (blank lines and lines starting with '#' "
                          "are skipped); write one image path per line")
     return refs
+
+
+__all__ = ["ImageIndex", "ImageRef", "discover", "label_hint", "read_file_list"]
