@@ -35,7 +35,7 @@ from scorer.contract import OUTPUT_PASSES
 from scorer.errors import DeviceError, ModelError
 from scorer.images.arrays import as_inputs
 from scorer.model import cuda as cuda_libraries
-from scorer.model.passes import plan
+from scorer.model.passes import memory_budget, plan
 from scorer.model.session import CPU, CUDA, ScoringSession, captured_stderr, cuda_failure_reason, open_session
 
 DATA = Path(__file__).parent / "data"
@@ -198,7 +198,8 @@ def model_check(model: Path, usable: list[str], max_memory_mb: int, passes: int)
         elif reference is not None:
             _against_cpu(entry, got, reference)
             entry["all_nodes_on_cuda"], entry["nodes_error"] = _all_on_cuda(Path(model))
-        chosen = plan(session.metadata, passes, max_memory_mb, None, provider)
+        chosen = plan(session.metadata, passes, memory_budget(session, max_memory_mb), None,
+                      provider)
         entry["plan"] = {"passes": passes, "batch_size": chosen.batch_size,
                          "pass_chunk": chosen.pass_chunk, "call_images": chosen.call_images,
                          "max_memory_mb": max_memory_mb}

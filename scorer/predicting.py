@@ -17,7 +17,7 @@ import numpy as np
 
 from scorer.engine import score_batch
 from scorer.images.arrays import array_batches
-from scorer.model.passes import plan
+from scorer.model.passes import memory_budget, plan
 from scorer.model.session import ScoringSession, open_session
 from scorer.predictions import Predictions, concatenate
 from scorer.results.schema import FileHeader
@@ -103,7 +103,8 @@ class _Run:
                                     threads=threads)
         self.options.check()
         self.session = open_model(model, device, threads)
-        self.plan = plan(self.session.metadata, passes, max_memory_mb, batch_size,
+        self.plan = plan(self.session.metadata, passes,
+                         memory_budget(self.session, max_memory_mb), batch_size,
                          self.session.provider)
         self.started = time.time()
 

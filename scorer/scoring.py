@@ -35,7 +35,7 @@ from scorer.images.decode import DECODERS, DEFAULT_MAX_IMAGE_MB, DEFAULT_MAX_PIX
 from scorer.images.files import DEFAULT_MAX_FILE_MB, image_key, read_file
 from scorer.images.listing import ImageIndex, ImageRef, discover, label_hint
 from scorer.images.load import DecodeSettings
-from scorer.model.passes import Plan, plan
+from scorer.model.passes import Plan, memory_budget, plan
 from scorer.model.session import ScoringSession, open_session
 from scorer.results.reader import open_results
 from scorer.results.schema import STATUS_OK, FileHeader
@@ -161,8 +161,8 @@ def set_up(images: Path | Sequence[ImageRef], refs: ImageIndex, notes: list[str]
            session: ScoringSession, options: ScoreOptions,
            has_labels: bool | None = None) -> RunSetup:
     """The plan, results-file header and run identity of scoring ``refs`` with ``session``."""
-    run_plan = plan(session.metadata, options.passes, options.max_memory_mb, options.batch_size,
-                    session.provider)
+    run_plan = plan(session.metadata, options.passes, memory_budget(session, options.max_memory_mb),
+                    options.batch_size, session.provider)
     header = file_header(session, options, refs, images, run_plan, has_labels)
     return RunSetup(refs, notes, session, run_plan, header,
                     run_identity(session, options, refs, run_plan))

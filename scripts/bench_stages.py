@@ -104,7 +104,6 @@ class Stages:
                    (scorer.scoring, "discover", "start-up"),
                    (scorer.scoring.RunDir, "open", "start-up"),
                    (scorer.scoring, "score_batch", "metrics + rows"),
-                   (scorer.model.session.ScoringSession, "run", "onnx runtime"),
                    (scorer.rundir.segments.SegmentWriter, "append", "segment commits"),
                    (scorer.rundir.segments.SegmentWriter, "flush", "segment commits"),
                    (scorer.rundir.folder.RunDir, "finish", "final merge")]
@@ -113,12 +112,17 @@ class Stages:
             setattr(owner, name, self._timed(owner.__dict__[name], stage))
         real_iter = scorer.scoring.iter_batches
         scorer.scoring.iter_batches = lambda *a, **k: self._waited(real_iter(*a, **k))
+        session_class = scorer.model.session.ScoringSession
+        real_runner = session_class.__dict__["runner"]
+        session_class.runner = lambda session, images: self._timed(
+            real_runner(session, images), "onnx runtime")  # each pass chunk's ONNX Runtime call
         start = time.perf_counter()
         try:
             yield
         finally:
             self.total = time.perf_counter() - start
             scorer.scoring.iter_batches = real_iter
+            session_class.runner = real_runner
             for owner, name, original in originals:
                 setattr(owner, name, original)
             self.seconds["metrics + rows"] -= self.seconds["onnx runtime"]

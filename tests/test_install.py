@@ -70,3 +70,14 @@ def test_the_installed_commands_run(installed: Path, command: str, text: str) ->
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert text in result.stdout
+
+
+def test_the_installed_doctor_finds_its_self_test_graph(installed: Path) -> None:
+    """The self-test graph and its numbers are package data: doctor runs from the wheel."""
+    result = subprocess.run([str(installed / "bin" / "python"), "-c",
+                             "from scorer.cli.main import main; main()", "doctor", "--json",
+                             "--device", "cpu"], cwd=installed, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["self_test"]["CPUExecutionProvider"]["ok"]

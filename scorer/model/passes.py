@@ -21,6 +21,7 @@ from scorer.contract import (
     ModelMetadata,
 )
 from scorer.metrics import stats
+from scorer.model import cuda as cuda_libraries
 from scorer.model.session import CUDA, ScoringSession
 
 PLAN_BATCH = 32
@@ -67,6 +68,18 @@ def plan(meta: ModelMetadata, passes: int, max_memory_mb: int, batch_size: int |
         return Plan(batch_size, chunk, min(batch_size, fits))
     batch = min(DEFAULT_BATCH.get(provider, PLAN_BATCH), fits)
     return Plan(batch, chunk, batch)
+
+
+GPU_SHARE = 0.8  # of the GPU's free memory a run plans to use (the rest: cuDNN workspaces, others)
+
+
+def memory_budget(session: ScoringSession, max_memory_mb: int) -> int:
+    """The MB a run plans its calls in: ``--max-memory``, and on CUDA at most 80% of the GPU's
+    free memory when the CUDA runtime says how much that is."""
+    if not session.on_cuda:
+        return max_memory_mb
+    free = cuda_libraries.free_memory_mb()
+    return max_memory_mb if free is None else max(16, min(max_memory_mb, int(free * GPU_SHARE)))
 
 
 def run_passes(session: ScoringSession, images: np.ndarray, passes: int, seed: int,

@@ -65,3 +65,16 @@ def test_short_batches_are_padded_to_one_shape_on_cuda(model, monkeypatch):
     np.testing.assert_array_equal(stats.total, plain_stats.total)
     np.testing.assert_array_equal(stats.m2, plain_stats.m2)
     assert passes.shape == (5, 12, 10)
+
+
+def test_on_cuda_the_budget_is_at_most_most_of_the_free_gpu_memory(model, monkeypatch):
+    from scorer.model import passes as passes_module
+    from scorer.model.passes import memory_budget
+
+    session = open_session(model, "cpu")
+    monkeypatch.setattr(passes_module.cuda_libraries, "free_memory_mb", lambda: 1000)
+    assert memory_budget(session, 2048) == 2048  # the CPU: --max-memory only
+    session.provider = CUDA
+    assert memory_budget(session, 2048) == 800 and memory_budget(session, 512) == 512
+    monkeypatch.setattr(passes_module.cuda_libraries, "free_memory_mb", lambda: None)
+    assert memory_budget(session, 2048) == 2048  # unknown: --max-memory
