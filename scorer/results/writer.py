@@ -100,6 +100,9 @@ def describe(dataset: h5py.Dataset, spec: DatasetSpec, scales: Mapping[str, h5py
         dataset.dims[axis].attach_scale(scales[dim])
 
 
+EMPTY_ROWS = 65536  # rows of empty raw paths written at once
+
+
 class ResultsFile:
     """A results file being written: create with the total row count, then :meth:`write` rows."""
 
@@ -157,7 +160,10 @@ class ResultsFile:
             return
         if RAW_PATHS not in self.datasets:
             self.datasets[RAW_PATHS] = self._dataset(RAW_PATHS_SPEC)
-            self.datasets[RAW_PATHS][:] = np.array([""] * self.rows, dtype=object)
+            blank = np.array([""] * min(self.rows, EMPTY_ROWS), dtype=object)
+            for first in range(0, self.rows, EMPTY_ROWS):  # in slices: no array of every row
+                stop = min(self.rows, first + EMPTY_ROWS)
+                self.datasets[RAW_PATHS][first:stop] = blank[:stop - first]
         for i, text in raw.items():
             self.datasets[RAW_PATHS][start + i] = text
 
