@@ -294,8 +294,11 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, answers_fd, parent = (int(value) for value in argv)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    with os.fdopen(answers_fd, "wb") as answers:
-        _serve(sys.stdin.buffer, answers, fd)
+    try:
+        with os.fdopen(answers_fd, "wb") as answers:
+            _serve(sys.stdin.buffer, answers, fd)
+    except BrokenPipeError:  # the scorer is gone (killed): nobody to answer, nothing to report
+        os._exit(0)
 
 
 if __name__ == "__main__":

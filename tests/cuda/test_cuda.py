@@ -120,7 +120,7 @@ def test_kill_and_resume_on_cuda_equal_an_uninterrupted_run(models, photos, tmp_
     victim = subprocess.Popen([*command, str(tmp_path / "cut.h5"), *common], env=env)
     parts = tmp_path / "cut.h5.parts"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(parts.glob("*.h5")) and victim.poll() is None:
+    while time.monotonic() < deadline and not any(parts.rglob("*.npz")) and victim.poll() is None:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
