@@ -8,7 +8,6 @@ the batch size. Nothing is written to disk unless the predictions are saved.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from scorer.model.passes import memory_budget, plan
 from scorer.model.session import ScoringSession, open_session
 from scorer.predictions import Predictions, concatenate
 from scorer.results.schema import FileHeader
-from scorer.scoring import ScoreOptions, library_versions, now
+from scorer.scoring import ScoreOptions, library_versions, now, session_attrs
 
 Model = str | Path | bytes | ScoringSession
 
@@ -122,12 +121,7 @@ class _Run:
         """The results header of the predictions: what a scoring run records, for arrays."""
         session, options, meta = self.session, self.options, self.session.metadata
         attrs = {
-            "model_sha256": session.model_sha256,
-            "model_metadata": json.loads(meta.to_json()),
-            "execution_provider": session.provider,
-            "execution_provider_options": json.dumps(session.provider_options, sort_keys=True),
-            "cuda_fallback": session.cuda_fallback,
-            "device_requested": options.device,
+            **session_attrs(session, options.device),
             "images_root": "",
             "input": "arrays, preprocessed" if preprocessed else "arrays of pixels",
             "input_count": count,

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -277,17 +278,24 @@ def run_identity(session: ScoringSession, options: ScoreOptions, refs: Sequence[
             "inputs_sha256": inputs_digest(refs)}
 
 
+def session_attrs(session: ScoringSession, device: str) -> dict[str, Any]:
+    """The results attributes that say which model ran where and how (files and arrays alike)."""
+    return {
+        "model_sha256": session.model_sha256,
+        "model_metadata": json.loads(session.metadata.to_json()),
+        "execution_provider": session.provider,
+        "execution_provider_options": json.dumps(session.provider_options, sort_keys=True),
+        "cuda_fallback": session.cuda_fallback,
+        "device_requested": device,
+    }
+
+
 def file_header(session: ScoringSession, options: ScoreOptions, refs: Sequence[ImageRef],
                 images: Path | Sequence[ImageRef], run_plan: Plan,
                 has_labels: bool | None = None) -> FileHeader:
     meta = session.metadata
     attrs = {
-        "model_sha256": session.model_sha256,
-        "model_metadata": json.loads(meta.to_json()),
-        "execution_provider": session.provider,
-        "execution_provider_options": json.dumps(session.provider_options, sort_keys=True),
-        "cuda_fallback": session.cuda_fallback,
-        "device_requested": options.device,
+        **session_attrs(session, options.device),
         "images_root": str(images) if isinstance(images, Path) else "",
         "input_count": len(refs),
         "max_pixels": options.max_pixels, "max_file_mb": options.max_file_mb,
