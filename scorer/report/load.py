@@ -181,12 +181,7 @@ class ResultsReader:
         Slices hold about ``chunk_bytes`` (default :data:`CHUNK_BYTES`) per dataset in float64, at
         least one row.
         """
-        width = max(1, self.info.num_outputs)
-        step = max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (8 * width))
-        for start in range(0, self.info.rows, step):
-            stop = min(start + step, self.info.rows)
-            yield start, {name: np.asarray(self._file[name][start:stop], dtype=np.float64)
-                          .reshape(stop - start, -1) for name in names}
+        yield from matrix_chunks(self._file, self.info, names, chunk_bytes)
 
     def close(self) -> None:
         """Close the file (idempotent)."""
@@ -241,12 +236,7 @@ class PredictionsReader:
 
     def matrix_chunks(self, names: Sequence[str],
                       chunk_bytes: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        width = max(1, self.info.num_outputs)
-        step = max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (8 * width))
-        for start in range(0, self.info.rows, step):
-            stop = min(start + step, self.info.rows)
-            yield start, {name: np.asarray(self._data[name][start:stop], dtype=np.float64)
-                          .reshape(stop - start, -1) for name in names}
+        yield from matrix_chunks(self._data, self.info, names, chunk_bytes)
 
     def close(self) -> None:
         """Nothing to close: the arrays stay the caller's."""
@@ -257,3 +247,14 @@ class PredictionsReader:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+
+def matrix_chunks(source, info: ResultsInfo, names: Sequence[str], chunk_bytes: int | None
+                  ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Row slices of the ``[N, C]`` datasets ``names`` of ``source`` (an HDF5 file or a mapping
+    of arrays) as float64, about ``chunk_bytes`` per dataset, at least one row."""
+    width = max(1, info.num_outputs)
+    step = max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (8 * width))
+    for start in range(0, info.rows, step):
+        stop = min(start + step, info.rows)
+        yield start, {name: np.asarray(source[name][start:stop], dtype=np.float64)
+                      .reshape(stop - start, -1) for name in names}
