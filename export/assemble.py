@@ -13,7 +13,7 @@ import onnx
 
 from export.checks import cost, memory, probe, validate
 from export.checks.site_report import SiteReport, site_report
-from export.errors import ExportError, UnsupportedModelError
+from export.errors import ExportError, ExportUsageError, UnsupportedModelError
 from export.options import ExportOptions, ExportResult, Inspection
 from export.rewrites import prune, reduce, stochastic
 from scorer.contract import DropoutSite, ModelMetadata
@@ -32,6 +32,15 @@ class Graph:
     kept: list[int]  # indices into all_sites of the sampled sites
     work: cost.GraphCost  # of the graph with every site's mask as an input
     rewrites: list[str]  # what the rewrites so far changed
+
+
+def check_class_names(head, options: ExportOptions) -> None:
+    """``--class-names`` must name every class of the head (a one-unit sigmoid has two)."""
+    _, classes = reduce.output_kind(head.activation, head.width)
+    if options.class_names is not None and len(options.class_names) != classes:
+        raise ExportUsageError(
+            f"{len(options.class_names)} class names given for a head with {classes} classes"
+        )
 
 
 def keep_sampled(masked: onnx.ModelProto, found: Inspection, options: ExportOptions,

@@ -7,7 +7,7 @@ inspect (input, head, preprocessing, sites) -> convert with every candidate site
 
 from __future__ import annotations
 
-from export.assemble import Graph, keep_sampled
+from export.assemble import Graph, check_class_names, keep_sampled
 from export.assemble import build as assemble
 from export.errors import ExportUsageError, UnsupportedModelError
 from export.from_keras import convert, preprocessing, sites
@@ -15,7 +15,6 @@ from export.from_keras.backend import keras, versions
 from export.from_keras.model import find_head, single_input_shape
 from export.from_keras.reference import KerasReference
 from export.options import ExportOptions, ExportResult, Inspection
-from export.rewrites import reduce
 
 
 def build(model: keras.Model, options: ExportOptions, source_sha256: str = "",
@@ -55,11 +54,7 @@ def inspect(model: keras.Model, options: ExportOptions) -> Inspection:
     convertible = [p for p in probed if p.site is not None and p.calls == 1]
     sampled = [i for i, p in enumerate(convertible) if p.placed in selected]
     choice = preprocessing.choose(model, shape, options)
-    _, classes = reduce.output_kind(head.activation, head.width)
-    if options.class_names is not None and len(options.class_names) != classes:
-        raise ExportUsageError(
-            f"{len(options.class_names)} class names given for a head with {classes} classes"
-        )
+    check_class_names(head, options)
     return Inspection(shape, head, choice, [p.site for p in convertible], sampled, warnings,
                       "keras", f"keras {keras.__version__}")
 

@@ -1,5 +1,5 @@
 """The prepared ONNX graph -> the converted graph the rewrites take, and the source graph with
-its dropout switched on or off for the reference.
+its dropout off (inference) for the reference and for probing.
 
 Site ``k``'s ``Dropout`` becomes ``Mul(x, mcd_mul_<k>)`` with ``mcd_mul_<k>`` a graph input of
 shape ``[1, *mask_shape]``: ONNX's ``Dropout`` output is ``x * mask / (1 - ratio)``, and the
@@ -10,7 +10,7 @@ the mask inputs by masks generated in the graph.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -19,6 +19,8 @@ from onnx import helper, numpy_helper
 from export.from_onnx.sites import node_name
 from export.rewrites.graph import Rewrite, copy_model, drop_unread_initializers
 from scorer.contract import DropoutSite, mask_inputs
+
+INFERENCE_MODE = "mcd_reference/training_false"
 
 
 def convert_masked(model: onnx.ModelProto, sites: Sequence[DropoutSite]) -> Rewrite:
@@ -49,28 +51,18 @@ def convert_masked(model: onnx.ModelProto, sites: Sequence[DropoutSite]) -> Rewr
     return Rewrite(result, changes)
 
 
-def with_dropout(model: onnx.ModelProto, training: Collection[str], seed: int = 0
-                 ) -> onnx.ModelProto:
-    """The source graph with the ``Dropout`` nodes named in ``training`` sampling (ONNX Runtime's
-    own dropout, seeded) and every other one in inference."""
+def in_inference(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The source graph with every ``Dropout`` in inference mode (ONNX Runtime's own kernel,
+    identity): the reference's dropout-off output, and the graph the sites are probed on."""
     result = copy_model(model)
     graph = result.graph
-    modes = {}
-    for value in (False, True):
-        name = f"mcd_reference/training_{str(value).lower()}"
-        graph.initializer.append(numpy_helper.from_array(np.array(value), name))
-        modes[value] = name
+    graph.initializer.append(numpy_helper.from_array(np.array(False), INFERENCE_MODE))
     for node in graph.node:
-        if node.op_type != "Dropout" or node.domain not in ("", "ai.onnx"):
-            continue
-        inputs = list(node.input) + [""] * (3 - len(node.input))
-        inputs[2] = modes[node_name(node) in training]
-        node.input[:] = inputs
-        for attribute in list(node.attribute):
-            if attribute.name == "seed":
-                node.attribute.remove(attribute)
-        node.attribute.append(helper.make_attribute("seed", int(seed)))
+        if node.op_type == "Dropout" and node.domain in ("", "ai.onnx"):
+            inputs = list(node.input) + [""] * (3 - len(node.input))
+            inputs[2] = INFERENCE_MODE
+            node.input[:] = inputs
     return result
 
 
-__all__ = ["convert_masked", "with_dropout"]
+__all__ = ["convert_masked", "in_inference"]

@@ -15,14 +15,13 @@ import onnx
 import onnxruntime as ort
 
 from export import preprocessing
-from export.assemble import Graph, keep_sampled
+from export.assemble import Graph, check_class_names, keep_sampled
 from export.assemble import build as assemble
 from export.checks.probe import probe_tensors
 from export.errors import ExportUsageError, UnsupportedModelError
 from export.from_onnx import convert, graph, loading, sites
 from export.from_onnx.reference import OnnxReference
 from export.options import ExportOptions, ExportResult, Inspection
-from export.rewrites import reduce
 from scorer.contract import INPUT_IMAGES, DropoutSite
 
 PROBE_BATCHES = (2, 3)
@@ -79,11 +78,7 @@ def inspect(model: onnx.ModelProto, options: ExportOptions
                                layer_class="Dropout", path=d.name) for d in candidates]
     sampled = [k for k, d in enumerate(candidates) if d in selected]
     choice = preprocessing.choose(prepared.shape, options, (), prepared.layout)
-    _, classes = reduce.output_kind(head.activation, head.width)
-    if options.class_names is not None and len(options.class_names) != classes:
-        raise ExportUsageError(
-            f"{len(options.class_names)} class names given for a head with {classes} classes"
-        )
+    check_class_names(head, options)
     found = Inspection(prepared.shape, head, choice, found_sites, sampled, prepared.warnings,
                        "onnx", loading.producer(model))
     return found, prepared, changes + prepared.changes
@@ -93,7 +88,7 @@ def probe_shapes(prepared: graph.Prepared, candidates: list[sites.DropoutNode]
                  ) -> tuple[dict[str, tuple[int, ...]], int]:
     """Each candidate's mask shape (its input without the batch axis) and the head's width, from
     running the graph in inference on batches of 2 and 3 zero images."""
-    inference = convert.with_dropout(prepared.model, ())
+    inference = convert.in_inference(prepared.model)
     output = prepared.model.graph.output[0].name
     names = [d.data for d in candidates] + [output]
     feeds = [{INPUT_IMAGES: np.zeros((batch, *prepared.shape), np.float32)}

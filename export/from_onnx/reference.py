@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 
 from export.checks.probe import mask_feeds, session
-from export.from_onnx.convert import with_dropout
+from export.from_onnx.convert import in_inference
 from scorer.contract import INPUT_IMAGES, DropoutSite
 
 
@@ -36,7 +36,7 @@ class OnnxReference:
     _sessions: dict = field(default_factory=dict, repr=False)
 
     def predict(self, images: np.ndarray, rows: int) -> np.ndarray:
-        sess = self._session("off", lambda: session(with_dropout(self.prepared, ())))
+        sess = self._session("off", lambda: session(in_inference(self.prepared)))
         return _chunked(sess, {}, images, rows)
 
     def with_masks(self, images: np.ndarray, sites: Sequence[DropoutSite],
