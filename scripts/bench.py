@@ -95,8 +95,8 @@ def plain_onnx(model):
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-def write_photos(folder: Path, count: int) -> list[Path]:
-    """JPEG photographs of 320x320 (crops of scikit-image's samples), written once."""
+def write_photos(folder: Path, count: int, size: int = FILE_SIZE) -> list[Path]:
+    """JPEG photographs of ``size`` x ``size`` (crops of scikit-image's samples), written once."""
     import skimage.data
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ def write_photos(folder: Path, count: int) -> list[Path]:
         path = folder / f"{i:06d}.jpg"
         if not path.exists():
             crop = image[top:top + 256, left:left + 256]
-            Image.fromarray(crop).resize((FILE_SIZE, FILE_SIZE)).save(path, quality=90)
+            Image.fromarray(crop).resize((size, size)).save(path, quality=90)
         paths.append(path)
     return paths
 

@@ -43,25 +43,12 @@ BATCH = 32
 
 
 def photos(folder: Path, count: int) -> tuple[list[Path], np.ndarray]:
-    """JPEG crops of scikit-image's photographs at 160x160, and the same decoded as uint8."""
-    import skimage.data
+    """JPEG crops of scikit-image's photographs at 160x160 (``bench.write_photos``), and the same
+    decoded as uint8."""
+    from bench import write_photos
 
-    folder.mkdir(parents=True, exist_ok=True)
-    sources = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(),
-               skimage.data.rocket()]
-    rng = np.random.default_rng(1)
-    paths = []
-    for i in range(count):
-        image = sources[i % len(sources)]
-        top = int(rng.integers(0, image.shape[0] - 256))
-        left = int(rng.integers(0, image.shape[1] - 256))
-        path = folder / f"{i:05d}.jpg"
-        if not path.exists():
-            crop = Image.fromarray(image[top:top + 256, left:left + 256]).resize((SIZE, SIZE))
-            crop.save(path, quality=90)
-        paths.append(path)
-    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
-    return paths, pixels
+    paths = write_photos(folder, count, SIZE)
+    return paths, np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
 
 
 def make_model() -> torch.nn.Module:
