@@ -26,7 +26,12 @@ from scorer.results.schema import IMAGE_DIM, PASS_DIM, DatasetSpec, FileHeader
 
 CHUNK_TARGET_BYTES = 1 << 20
 VLEN_REFERENCE_BYTES = 16
-CHUNK_CACHE_BYTES = 4 * CHUNK_TARGET_BYTES
+CHUNK_CACHE_BYTES = CHUNK_TARGET_BYTES + (64 << 10)
+"""Chunk cache of each open dataset: one chunk. Rows arrive in order, so a chunk is complete
+before the next one is started and one in the cache is enough; HDF5 gives every open dataset a
+cache of its own, so at 4 chunks each the ~15 datasets of a file held up to 60 MiB (measured: the
+merge process grew from 99 to 137 MB between 100,000 and 1,000,000 rows; 91 to 94 MB with one
+chunk, at the same speed)."""
 GZIP_LEVEL = 4
 RAW_PATHS = "path_bytes_hex"
 RAW_PATHS_SPEC = DatasetSpec(RAW_PATHS, schema.STRING, (IMAGE_DIM,),
