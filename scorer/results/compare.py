@@ -4,20 +4,23 @@ Float datasets (``mean``/``std`` ``[N, C]``, the ``[N]`` uncertainty metrics and
 files have it, ``passes`` ``[N, T, C]``) are compared like :func:`numpy.isclose`:
 ``|new - ref| <= atol + rtol * |ref|``, NaN in both counts as equal, NaN in one only differs.
 ``predicted_class``, ``status``, ``key`` and ``label`` are compared exactly. A dataset of the
-reference that the new file lacks makes the comparison fail. Datasets are read one at a time and
-compared in row blocks, so memory is about two datasets.
+reference that the new file lacks makes the comparison fail. Rows are matched by
+:mod:`scorer.results.matching`; datasets are read one at a time and compared in row blocks (see
+:func:`compare_results` for the memory this takes).
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from scorer.results.reader import data_names, open_results, read_attrs, read_dataset
+from scorer.results.matching import BLOCK_ROWS, Matching, digests, match_files, unmatched_paths
+from scorer.results.reader import data_names, open_results, read_attrs, read_dataset, row_count
 
 EXACT_DATASETS = ("predicted_class", "status", "key", "label")
 SKIPPED_DATASETS = ("path", "reason")
@@ -26,7 +29,6 @@ PROVENANCE_ATTRS = ("model_sha256", "seed", "passes", "pass_chunk", "kind", "num
                     "schema_version")
 SHAPE_ATTRS = ("kind", "num_outputs")
 """Provenance attributes that make metrics incomparable when they differ."""
-BLOCK_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -105,32 +107,14 @@ class Comparison:
                     or any(e.rows_changed for e in self.exact))
 
 
-def match_rows(ref_paths: np.ndarray, new_paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices ``(ref_rows, new_rows)`` of the same paths, in reference order.
-
-    A path listed k times is matched occurrence by occurrence.
-    """
-    new_rows: dict[tuple[str, int], int] = {}
-    seen: dict[str, int] = {}
-    for row, path in enumerate(new_paths):
-        occurrence = seen.get(path, 0)
-        seen[path] = occurrence + 1
-        new_rows[(path, occurrence)] = row
-    ref_index, new_index = [], []
-    seen.clear()
-    for row, path in enumerate(ref_paths):
-        occurrence = seen.get(path, 0)
-        seen[path] = occurrence + 1
-        match = new_rows.get((path, occurrence))
-        if match is not None:
-            ref_index.append(row)
-            new_index.append(match)
-    return np.asarray(ref_index, dtype=np.int64), np.asarray(new_index, dtype=np.int64)
-
-
 def compare_results(ref: Path, new: Path, atol: float = 1e-6, rtol: float = 1e-5,
                     worst: int = 5) -> Comparison:
     """Compare a new results file against a reference, matching rows by ``path``.
+
+    Memory: files listing the same paths in the same order are read in blocks of rows, so
+    memory does not grow with the rows. Otherwise the rows are matched by path digests (about
+    80 bytes a row at the peak) and each dataset of the new file is read whole (strings as
+    16-byte digests) while the reference is read in blocks, in its order.
 
     Args:
         ref: The reference results file.
@@ -144,30 +128,60 @@ def compare_results(ref: Path, new: Path, atol: float = 1e-6, rtol: float = 1e-5
     """
     ref, new = Path(ref), Path(new)
     with open_results(ref) as ref_file, open_results(new) as new_file:
-        ref_paths = read_dataset(ref_file, "path")
-        new_paths = read_dataset(new_file, "path")
-        ref_rows, new_rows = match_rows(ref_paths, new_paths)
-        comparison = Comparison(ref, new, atol, rtol, len(ref_paths), len(new_paths),
-                                len(ref_rows))
+        matching = match_files(ref_file, new_file)
+        comparison = Comparison(ref, new, atol, rtol, row_count(ref_file), row_count(new_file),
+                                matching.count)
         _compare_provenance(comparison, read_attrs(ref_file), read_attrs(new_file))
-        comparison.only_in_ref = _unmatched(ref_paths, ref_rows)
-        comparison.only_in_new = _unmatched(new_paths, new_rows)
+        comparison.only_in_ref = unmatched_paths(ref_file, matching.ref_rows)
+        comparison.only_in_new = unmatched_paths(new_file, matching.new_rows)
         if comparison.incomparable:
             return comparison
-        matched_paths = ref_paths[ref_rows]
+        pair = FilePair(ref_file, new_file, matching)
         for name in _shared_datasets(comparison, ref_file, new_file):
-            ref_values = read_dataset(ref_file, name)[ref_rows]
-            new_values = read_dataset(new_file, name)[new_rows]
-            if ref_values.shape != new_values.shape:
-                comparison.notes.append(f"{name} not compared: shape {ref_values.shape[1:]} "
-                                        f"per row in ref, {new_values.shape[1:]} in new")
-            elif name in EXACT_DATASETS or ref_values.dtype.kind not in "fc":
-                comparison.exact.append(
-                    _compare_exact(name, matched_paths, ref_values, new_values, worst))
+            ref_probe, new_probe = pair.probe(name)
+            if ref_probe.shape[1:] != new_probe.shape[1:]:
+                comparison.notes.append(f"{name} not compared: shape {ref_probe.shape[1:]} "
+                                        f"per row in ref, {new_probe.shape[1:]} in new")
+            elif name in EXACT_DATASETS or ref_probe.dtype.kind not in "fc":
+                comparison.exact.append(_compare_exact(pair, name, worst))
             else:
-                comparison.metrics.append(_compare_floats(
-                    name, matched_paths, ref_values, new_values, atol, rtol, worst))
+                comparison.metrics.append(_compare_floats(pair, name, atol, rtol, worst))
     return comparison
+
+
+@dataclass(frozen=True)
+class FilePair:
+    """The two open files and their matching: a dataset's values in matched blocks."""
+
+    ref: h5py.File
+    new: h5py.File
+    matching: Matching
+
+    def probe(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The first row of the dataset in each file (its dtype and row shape)."""
+        return read_dataset(self.ref, name, 0, 1), read_dataset(self.new, name, 0, 1)
+
+    def value(self, file: h5py.File, name: str, row: int) -> np.ndarray:
+        return read_dataset(file, name, row, row + 1)[0]
+
+    def blocks(self, name: str) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """``(ref_rows, new_rows, ref_values, new_values)`` of the matched rows, in blocks in
+        reference order; string values as digests unless the files are aligned."""
+        matching = self.matching
+        if matching.aligned:
+            for start, stop, rows, _ in matching.blocks(matching.count):
+                yield (rows, rows, read_dataset(self.ref, name, start, stop),
+                       read_dataset(self.new, name, start, stop))
+            return
+        strings = read_dataset(self.new, name, 0, 1).dtype == object
+        new_values = (np.concatenate([digests(read_dataset(self.new, name, s, s + BLOCK_ROWS))
+                                      for s in range(0, row_count(self.new), BLOCK_ROWS)] or
+                                     [digests([])]) if strings else read_dataset(self.new, name))
+        for start, stop, ref_rows, new_rows in matching.blocks(row_count(self.ref)):
+            if len(ref_rows):
+                ref_values = read_dataset(self.ref, name, start, stop)[ref_rows - start]
+                yield (ref_rows, new_rows, digests(ref_values) if strings else ref_values,
+                       new_values[new_rows])
 
 
 def _compare_provenance(comparison: Comparison, ref_attrs: dict[str, object],
@@ -182,12 +196,6 @@ def _compare_provenance(comparison: Comparison, ref_attrs: dict[str, object],
                     "the metrics cannot be compared")
 
 
-def _unmatched(paths: np.ndarray, matched_rows: np.ndarray) -> list[str]:
-    unmatched = np.ones(len(paths), dtype=bool)
-    unmatched[matched_rows] = False
-    return [str(p) for p in paths[unmatched]]
-
-
 def _shared_datasets(comparison: Comparison, ref_file: h5py.File,
                      new_file: h5py.File) -> list[str]:
     """Datasets in both files (except ``path``) in schema order, noting those in one only."""
@@ -199,29 +207,35 @@ def _shared_datasets(comparison: Comparison, ref_file: h5py.File,
     return [name for name in ref_names if name in new_names]  # data_names: in schema order
 
 
-def _compare_exact(name: str, paths: np.ndarray, ref_values: np.ndarray,
-                   new_values: np.ndarray, worst: int) -> ExactDiff:
-    changed = np.flatnonzero(ref_values != new_values)
-    examples = [(str(paths[row]), _plain(ref_values[row]), _plain(new_values[row]))
-                for row in changed[:worst]]
-    return ExactDiff(name, int(len(changed)), examples)
+def _compare_exact(pair: FilePair, name: str, worst: int) -> ExactDiff:
+    changed_rows = 0
+    first: list[tuple[int, int]] = []  # (ref row, new row) of the first changed rows
+    for ref_rows, new_rows, ref_values, new_values in pair.blocks(name):
+        changed = np.flatnonzero(ref_values != new_values)
+        changed_rows += len(changed)
+        first += list(zip(ref_rows[changed[:worst - len(first)]].tolist(),
+                          new_rows[changed[:worst - len(first)]].tolist(), strict=True))
+    examples = [(str(pair.value(pair.ref, "path", r)), _plain(pair.value(pair.ref, name, r)),
+                 _plain(pair.value(pair.new, name, n))) for r, n in first]
+    return ExactDiff(name, changed_rows, examples)
 
 
 def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _compare_floats(name: str, paths: np.ndarray, ref_values: np.ndarray,
-                    new_values: np.ndarray, atol: float, rtol: float,
+def _compare_floats(pair: FilePair, name: str, atol: float, rtol: float,
                     worst: int) -> MetricDiff:
     """Tolerance comparison in row blocks; keeps the ``worst`` rows out of tolerance."""
     max_diff = 0.0
     rows_out = 0
-    candidates: list[tuple[float, int, int]] = []  # (abs diff, -row, flat element), a min-heap
-    row_shape = ref_values.shape[1:]
-    for start in range(0, len(ref_values), BLOCK_ROWS):
-        ref_block = ref_values[start:start + BLOCK_ROWS].reshape(-1, int(np.prod(row_shape)))
-        new_block = new_values[start:start + BLOCK_ROWS].reshape(ref_block.shape)
+    # (abs diff, -ref row, flat element, ref value, new value), a min-heap
+    candidates: list[tuple[float, int, int, float, float]] = []
+    row_shape: tuple[int, ...] = ()
+    for ref_rows, _, ref_values, new_values in pair.blocks(name):
+        row_shape = ref_values.shape[1:]
+        ref_block = ref_values.reshape(len(ref_values), -1)
+        new_block = new_values.reshape(ref_block.shape)
         diff, close = element_differences(ref_block, new_block, atol, rtol)
         if diff.size:
             max_diff = max(max_diff, float(diff.max()))
@@ -233,17 +247,18 @@ def _compare_floats(name: str, paths: np.ndarray, ref_values: np.ndarray,
         elements = bad_diff.argmax(axis=1)
         row_diffs = bad_diff[np.arange(len(bad_rows)), elements]
         for k in np.argsort(-row_diffs, kind="stable")[:worst]:
-            item = (float(row_diffs[k]), -(start + int(bad_rows[k])), int(elements[k]))
+            row, element = int(bad_rows[k]), int(elements[k])
+            item = (float(row_diffs[k]), -int(ref_rows[row]), element,
+                    float(ref_block[row, element]), float(new_block[row, element]))
             if len(candidates) < worst:
                 heapq.heappush(candidates, item)
             else:
                 heapq.heappushpop(candidates, item)
     worst_rows = []
-    for abs_diff, negative_row, element in sorted(candidates, reverse=True):
+    for abs_diff, negative_row, element, ref_value, new_value in sorted(candidates, reverse=True):
         index = np.unravel_index(element, row_shape) if row_shape else ()
-        full = (-negative_row, *index)
-        worst_rows.append(WorstRow(str(paths[-negative_row]), tuple(int(i) for i in index),
-                                   float(ref_values[full]), float(new_values[full]), abs_diff))
+        worst_rows.append(WorstRow(str(pair.value(pair.ref, "path", -negative_row)),
+                                   tuple(int(i) for i in index), ref_value, new_value, abs_diff))
     return MetricDiff(name, max_diff, rows_out, worst_rows)
 
 

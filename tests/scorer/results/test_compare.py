@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from scorer.errors import OutputError
-from scorer.results.compare import compare_results, element_differences, format_comparison, match_rows
+from scorer.results.compare import compare_results, element_differences, format_comparison
+from scorer.results.matching import match_rows
 from scorer.results.schema import FileHeader
 from scorer.results.writer import write_results
 
@@ -305,3 +306,95 @@ def test_new_lacking_a_dataset_of_the_reference_fails_and_names_it(tmp_path: Pat
     assert "new lacks datasets the reference has: mutual_information, variation_ratio" in \
         format_comparison(result)
     assert compare_results(new, ref).ok  # extra datasets in NEW are only noted
+
+
+def large_columns(count: int, order: np.ndarray | None = None) -> dict[str, object]:
+    """``count`` rows of 3 classes; ``order`` permutes the rows (a file of the same images,
+    listed in another order)."""
+    rows = np.arange(count) if order is None else order
+    mean = np.stack([rows / count, 1 - rows / count, np.full(count, 0.5)], axis=1)
+    columns: dict[str, object] = {
+        "path": [f"folder/{i:07d}.png" for i in rows], "key": [f"{i:064x}" for i in rows],
+        "status": ["ok"] * count, "reason": [""] * count, "mean": mean, "std": mean / 4,
+        "predicted_class": np.argmax(mean, axis=1)}
+    for k, name in enumerate(SCALARS):
+        columns[name] = rows / count + k
+    return columns
+
+
+def write_large(path: Path, columns: dict[str, object]) -> Path:
+    header = FileHeader("probabilities", 3, 4, 0, False, False, attrs={"model_sha256": "abc"})
+    count = len(columns["path"])
+    blocks = ({name: values[start:start + 50_000] for name, values in columns.items()}
+              for start in range(0, count, 50_000))
+    write_results(path, header, blocks, count)
+    return path
+
+
+def test_files_in_the_same_order_are_compared_in_blocks_of_rows(tmp_path: Path) -> None:
+    """300,000 rows (19 blocks): a change in the last block is found, and the comparison's
+    Python and numpy allocations peak at 10 MB here whatever the rows (the paths and keys of both
+    files alone, read whole as the comparison did before, are about 70 MB); bound 25 MB."""
+    import tracemalloc
+
+    count = 300_000
+    ref = write_large(tmp_path / "ref.h5", large_columns(count))
+    columns = large_columns(count)
+    columns["mean"][count - 2, 1] += 0.25
+    columns["key"][count - 3] = "0" * 64
+    new = write_large(tmp_path / "new.h5", columns)
+    del columns
+    tracemalloc.start()
+    try:
+        comparison = compare_results(ref, new)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 25e6, peak
+    assert comparison.rows_matched == count and not comparison.only_in_ref
+    metrics = {m.name: m for m in comparison.metrics}
+    assert metrics["mean"].rows_out_of_tolerance == 1
+    assert metrics["mean"].worst[0].path == f"folder/{count - 2:07d}.png"
+    assert metrics["mean"].worst[0].element == (1,)
+    assert metrics["mean"].max_abs_diff == pytest.approx(0.25)
+    exact = {e.name: e for e in comparison.exact}
+    assert exact["key"].examples == [(f"folder/{count - 3:07d}.png", f"{count - 3:064x}", "0" * 64)]
+    assert exact["predicted_class"].rows_changed == 0
+
+
+def test_files_in_another_order_match_across_blocks(tmp_path: Path) -> None:
+    """The same 150,000 images in reverse order, one value and one key changed: matched by path
+    across blocks, and the changes are named by path with their values from each file."""
+    count = 150_000
+    ref = write_large(tmp_path / "ref.h5", large_columns(count))
+    order = np.arange(count)[::-1].copy()
+    columns = large_columns(count, order)
+    row_of = {int(image): row for row, image in enumerate(order)}
+    columns["confidence"][row_of[7]] = 99.0
+    columns["key"][row_of[100_001]] = "f" * 64
+    new = write_large(tmp_path / "new.h5", columns)
+    comparison = compare_results(ref, new)
+    assert comparison.rows_matched == count and not comparison.only_in_new
+    confidence = {m.name: m for m in comparison.metrics}["confidence"]
+    assert confidence.rows_out_of_tolerance == 1
+    assert confidence.worst[0].path == "folder/0000007.png"
+    assert (confidence.worst[0].ref, confidence.worst[0].new) == (pytest.approx(7 / count), 99.0)
+    assert {m.name: m for m in comparison.metrics}["mean"].rows_out_of_tolerance == 0
+    key = {e.name: e for e in comparison.exact}["key"]
+    assert key.examples == [("folder/0100001.png", f"{100_001:064x}", "f" * 64)]
+
+
+def test_paths_that_are_not_utf8_match_by_their_exact_bytes(tmp_path: Path) -> None:
+    import os
+
+    latin1, utf8 = os.fsdecode(b"caf\xe9.png"), "café.png"  # the same text, other bytes
+    columns = make_columns(count=3)
+    columns["path"] = [latin1, utf8, "plain.png"]
+    ref = write(tmp_path / "ref.h5", columns)
+    columns = make_columns(count=3)
+    columns["path"] = ["plain.png", utf8, os.fsdecode(b"caf\xe8.png")]
+    new = write(tmp_path / "new.h5", columns)
+    comparison = compare_results(ref, new)
+    assert comparison.rows_matched == 2
+    assert comparison.only_in_ref == [latin1]
+    assert comparison.only_in_new == [os.fsdecode(b"caf\xe8.png")]
