@@ -1,12 +1,14 @@
 """``mcd-score table``: the results as one table, filtered, sorted, as CSV or Parquet.
 
-The file is read in chunks of rows (:func:`scorer.results.reader.read_results`); each chunk is filtered,
-and with ``--top`` only the best rows of each chunk are kept, so memory is bounded by the chunk
-size plus the rows kept.
+The file is read in chunks of rows (:func:`scorer.results.reader.read_results`) and each chunk is
+filtered. Memory: without ``--sort`` the chunks are written out as they come (CSV or Parquet), so
+memory does not grow with the rows; with ``--sort`` and ``--top`` only the best rows so far are kept;
+``--sort`` without ``--top`` holds every selected row of the columns asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 from collections.abc import Sequence
@@ -44,8 +46,21 @@ def parse_condition(text: str) -> tuple[str, str, str]:
     return match[1], match[2], match[3]
 
 
-def select(path: Path, query: TableQuery, chunk_rows: int = 65536):
+CHUNK_ROWS = 65536
+
+
+def select(path: Path, query: TableQuery, chunk_rows: int = CHUNK_ROWS):
     """The rows and columns of ``path`` that ``query`` asks for, as a pandas DataFrame."""
+    import pandas
+
+    frames = list(iter_select(path, query, chunk_rows))
+    return pandas.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def iter_select(path: Path, query: TableQuery, chunk_rows: int = CHUNK_ROWS):
+    """:func:`select` as DataFrames of consecutive selected rows: without ``sort``, the
+    non-empty ones of each chunk of the file, else one sorted frame; one empty frame when no
+    row is selected."""
     with open_results(path) as file:
         available = table_columns(file)
     conditions = [parse_condition(text) for text in query.where]
@@ -56,21 +71,35 @@ def select(path: Path, query: TableQuery, chunk_rows: int = 65536):
     if unknown:
         raise ScorerUsageError(f"{path} has no column {', '.join(map(repr, unknown))}; its columns "
                                f"are: {', '.join(available)}")
-    kept = []
+    import pandas
+
+    kept, rows_out, empty = [], 0, None
     for frame in read_results(path, columns=needed, chunk_rows=chunk_rows):
         for column, symbol, text in conditions:
             frame = frame[OPERATORS[symbol](frame[column], _typed(frame[column], text))]
-        if query.sort and query.top:
-            frame = _ordered(frame, query).head(query.top)
-        kept.append(frame)
-    import pandas
-
-    table = pandas.concat(kept, ignore_index=True)
+        if not query.sort:
+            if query.top is not None:
+                frame = frame.head(query.top - rows_out)
+            if len(frame):  # empty frames are not yielded: their text columns have no type
+                rows_out += len(frame)
+                yield frame[shown].reset_index(drop=True)
+            elif empty is None:
+                empty = frame[shown].reset_index(drop=True)
+            if query.top is not None and rows_out >= query.top:
+                return
+            continue
+        if query.top:  # keep the best rows so far (the sort is stable: earlier rows win ties)
+            frame = _ordered(pandas.concat([*kept, frame], ignore_index=True), query)
+            kept = [frame.head(query.top)]
+        else:
+            kept.append(frame)
     if query.sort:
-        table = _ordered(table, query)
-    if query.top:
-        table = table.head(query.top)
-    return table[shown].reset_index(drop=True)
+        table = _ordered(pandas.concat(kept, ignore_index=True), query)
+        if query.top is not None:
+            table = table.head(query.top)
+        yield table[shown].reset_index(drop=True)
+    elif rows_out == 0:
+        yield empty
 
 
 def _ordered(frame, query: TableQuery):
@@ -88,25 +117,47 @@ def _typed(series, text: str):
 
 
 def write_table(path: Path, query: TableQuery, csv: str | Path | None = "-",
-                parquet: Path | None = None, stdout: BinaryIO | None = None) -> int:
+                parquet: Path | None = None, stdout: BinaryIO | None = None,
+                chunk_rows: int = CHUNK_ROWS) -> int:
     """Write the selected table as CSV (``"-"``: ``stdout``) and/or Parquet; return its rows.
 
     Raises:
         ScorerUsageError: A bad query, or Parquet without pyarrow.
     """
-    table = select(path, query)
-    if csv == "-":
-        text = table.to_csv(index=False)
-        if stdout is None:
-            print(text, end="")
-        else:
-            stdout.write(text.encode("utf-8", "surrogateescape"))
-            stdout.flush()
-    elif csv is not None:
-        table.to_csv(csv, index=False)
     if parquet is not None:
         try:
-            table.to_parquet(parquet, index=False)
+            import pyarrow.parquet
         except ImportError as error:
             raise ScorerUsageError("--parquet needs pyarrow: pip install 'mcd-score[table]'") from error
-    return len(table)
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        csv_file = (stack.enter_context(open(csv, "w", encoding="utf-8", newline=""))
+                    if csv not in (None, "-") else None)
+        parquet_writer = None
+        for first, frame in enumerate_first(iter_select(path, query, chunk_rows)):
+            rows += len(frame)
+            if csv == "-":
+                text = frame.to_csv(index=False, header=first)
+                if stdout is None:
+                    print(text, end="")
+                else:
+                    stdout.write(text.encode("utf-8", "surrogateescape"))
+                    stdout.flush()
+            elif csv_file is not None:
+                frame.to_csv(csv_file, index=False, header=first)
+            if parquet is not None:
+                import pyarrow
+
+                batch = pyarrow.Table.from_pandas(frame, preserve_index=False,
+                                                  schema=None if first else parquet_writer.schema)
+                if first:
+                    parquet_writer = stack.enter_context(
+                        pyarrow.parquet.ParquetWriter(parquet, batch.schema))
+                parquet_writer.write_table(batch)
+    return rows
+
+
+def enumerate_first(frames):
+    """``(is_first, frame)`` for each frame."""
+    for index, frame in enumerate(frames):
+        yield index == 0, frame
