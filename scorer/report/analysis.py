@@ -165,18 +165,25 @@ def _classification(analysis: Analysis, labelled: np.ndarray) -> None:
         "ece": analysis.calibration.ece,
         "ece_bins": numbers.ECE_BINS,
     }
+    del confidence, true_probability  # a copy of each labelled row: 10**7 rows are 160 MB
     count = int(labelled.sum())
     for name, values in scores_of(table).items():
         scores = values[labelled].astype(np.float64)
         finite = np.isfinite(scores)  # all of them in a sound file; a damaged one must not crash
-        scores, kept = scores[finite], correct[finite]
+        if not finite.all():
+            scores, kept = scores[finite], correct[finite]
+        else:
+            kept = correct
+        del finite
         if scores.size == 0:
             continue
         risk = numbers.risk_coverage(scores, kept)
         index, sampled = numbers.downsample(risk)
+        aurc = numbers.aurc(risk)
+        accuracy_at = {c: numbers.accuracy_at_coverage(risk, c) for c in COVERAGES}
+        del risk
         analysis.selective[name] = Selective(
-            aurc=numbers.aurc(risk),
-            accuracy_at={c: numbers.accuracy_at_coverage(risk, c) for c in COVERAGES},
+            aurc=aurc, accuracy_at=accuracy_at,
             misclassification_auroc=numbers.roc_auc(scores, ~kept),
             coverage=(index + 1) / scores.size, accuracy=1.0 - sampled)
         analysis.flagged[name] = numbers.flag_split(scores, kept, options.flag_fraction)
