@@ -5,7 +5,7 @@ the shape ``class007/image_00000042.png``) is written the way a run writes it: s
 final merge in its child process. Then, each in a fresh process: ``read_results`` in chunks,
 ``mcd-score table`` as CSV without and with ``--sort --top``, ``mcd-score report`` and
 ``mcd-score compare`` against a copy of the file (the same paths in the same order), and
-``compare`` of two ``--permuted-rows`` files that list the same paths in opposite orders.
+``compare`` of two ``--permuted-rows`` files that hold the same rows in opposite orders.
 Printed: seconds, the peak memory of the process tree (proportional set size, sampled every 50
 ms) and that peak in bytes per row. Files are made once under ``--work`` and reused.
 
@@ -49,21 +49,22 @@ def make_segments(folder: Path, rows: int, reverse: bool) -> list:
 
     folder.mkdir(parents=True)
     writer = SegmentWriter(folder, 0, flush_seconds=1e9, buffer_bytes=1 << 62)
-    rng = np.random.default_rng(0)
     names = [f"k{c}" for c in range(CLASSES)]
     for start in range(0, rows, BLOCK):
         count = min(rows, start + BLOCK) - start
         images = np.arange(start, start + count)
         if reverse:
             images = rows - 1 - images
-        logits = rng.normal(size=(count, CLASSES)).astype(np.float32) * 3
+        # values are functions of the image number, so a file in another order holds the same rows
+        logits = 3 * np.sin(np.outer(images, np.arange(1, CLASSES + 1)) * 0.618).astype(np.float32)
         mean = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         columns = {"path": [f"class{i % 100:03d}/image_{i:08d}.png" for i in images],
                    "key": [f"{i:064x}" for i in images], "status": ["ok"] * count,
                    "reason": [""] * count, "label": [names[i % CLASSES] for i in images],
                    "mean": mean, "std": mean / 5, "predicted_class": mean.argmax(axis=1),
                    "confidence": mean.max(axis=1)}
-        columns |= {name: rng.random(count, dtype=np.float32) for name in METRICS}
+        columns |= {name: ((images * (k + 1) * 0.618034) % 1).astype(np.float32)
+                    for k, name in enumerate(METRICS)}
         writer.append(columns, count)
         writer.flush()
     return committed(folder)

@@ -113,7 +113,7 @@ def compare_results(ref: Path, new: Path, atol: float = 1e-6, rtol: float = 1e-5
 
     Memory: files listing the same paths in the same order are read in blocks of rows, so
     memory does not grow with the rows. Otherwise the rows are matched by path digests (about
-    80 bytes a row at the peak) and each dataset of the new file is read whole (strings as
+    100 bytes a row at the peak) and each dataset of the new file is read whole (strings as
     16-byte digests) while the reference is read in blocks, in its order.
 
     Args:

@@ -200,6 +200,30 @@ def test_match_rows_pairs_repeated_paths_in_turn() -> None:
     assert new_rows.tolist() == [0, 2, 1]
 
 
+def by_dictionary(ref: list[str], new: list[str]) -> tuple[list[int], list[int]]:
+    """The matching by definition: the k-th occurrence of a path in ref is its k-th in new."""
+    rows_of: dict[str, list[int]] = {}
+    for row, path in enumerate(new):
+        rows_of.setdefault(path, []).append(row)
+    used: dict[str, int] = {}
+    pairs = []
+    for row, path in enumerate(ref):
+        k = used.get(path, 0)
+        used[path] = k + 1
+        if k < len(rows_of.get(path, [])):
+            pairs.append((row, rows_of[path][k]))
+    return [r for r, _ in pairs], [n for _, n in pairs]
+
+
+def test_match_rows_equals_the_matching_by_definition_on_random_lists() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        ref = [f"p{i}" for i in rng.integers(0, 12, int(rng.integers(0, 30)))]
+        new = [f"p{i}" for i in rng.integers(0, 12, int(rng.integers(0, 30)))]
+        ref_rows, new_rows = match_rows(ref, new)
+        assert (ref_rows.tolist(), new_rows.tolist()) == by_dictionary(ref, new)
+
+
 def test_provenance_differences_are_flagged_but_do_not_fail(tmp_path: Path) -> None:
     ref, new = pair(tmp_path, new_seed=7, new_attrs={"model_sha256": "def"})
     comparison = compare_results(ref, new)
