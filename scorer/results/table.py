@@ -9,6 +9,7 @@ memory does not grow with the rows; with ``--sort`` and ``--top`` only the best 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import operator
 import re
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import BinaryIO
 
 from scorer.errors import ScorerUsageError
 from scorer.results.reader import open_results, read_results, table_columns
+from scorer.rundir.atomic import atomic_file
 
 OPERATORS = {"=": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge,
              "<": operator.lt, ">": operator.gt}
@@ -60,7 +62,13 @@ def select(path: Path, query: TableQuery, chunk_rows: int = CHUNK_ROWS):
 def iter_select(path: Path, query: TableQuery, chunk_rows: int = CHUNK_ROWS):
     """:func:`select` as DataFrames of consecutive selected rows: without ``sort``, the
     non-empty ones of each chunk of the file, else one sorted frame; one empty frame when no
-    row is selected."""
+    row is selected.
+
+    The query is checked, and the first frame read, before this returns: a bad query raises here,
+    not at the first frame.
+    """
+    if query.top is not None and query.top < 1:
+        raise ScorerUsageError(f"--top must be at least 1, got {query.top}")
     with open_results(path) as file:
         available = table_columns(file)
     conditions = [parse_condition(text) for text in query.where]
@@ -71,6 +79,12 @@ def iter_select(path: Path, query: TableQuery, chunk_rows: int = CHUNK_ROWS):
     if unknown:
         raise ScorerUsageError(f"{path} has no column {', '.join(map(repr, unknown))}; its columns "
                                f"are: {', '.join(available)}")
+    frames = _selected(path, query, conditions, shown, needed, chunk_rows)
+    return itertools.chain([next(frames)], frames)
+
+
+def _selected(path: Path, query: TableQuery, conditions: list[tuple[str, str, str]],
+              shown: list[str], needed: list[str], chunk_rows: int):
     import pandas
 
     kept, rows_out, empty = [], 0, None
@@ -129,12 +143,16 @@ def write_table(path: Path, query: TableQuery, csv: str | Path | None = "-",
             import pyarrow.parquet
         except ImportError as error:
             raise ScorerUsageError("--parquet needs pyarrow: pip install 'mcd-score[table]'") from error
+    frames = iter_select(path, query, chunk_rows)  # a bad query fails before any file is touched
     rows = 0
-    with contextlib.ExitStack() as stack:
-        csv_file = (stack.enter_context(open(csv, "w", encoding="utf-8", newline=""))
-                    if csv not in (None, "-") else None)
+    with contextlib.ExitStack() as stack:  # files written whole or not at all (atomic_file)
+        csv_file = None
+        if csv not in (None, "-"):
+            csv_file = stack.enter_context(open(stack.enter_context(atomic_file(Path(csv))), "w",
+                                                encoding="utf-8", newline=""))
+        parquet_path = stack.enter_context(atomic_file(Path(parquet))) if parquet else None
         parquet_writer = None
-        for first, frame in enumerate_first(iter_select(path, query, chunk_rows)):
+        for first, frame in enumerate_first(frames):
             rows += len(frame)
             if csv == "-":
                 text = frame.to_csv(index=False, header=first)
@@ -145,14 +163,14 @@ def write_table(path: Path, query: TableQuery, csv: str | Path | None = "-",
                     stdout.flush()
             elif csv_file is not None:
                 frame.to_csv(csv_file, index=False, header=first)
-            if parquet is not None:
+            if parquet_path is not None:
                 import pyarrow
 
                 batch = pyarrow.Table.from_pandas(frame, preserve_index=False,
                                                   schema=None if first else parquet_writer.schema)
                 if first:
                     parquet_writer = stack.enter_context(
-                        pyarrow.parquet.ParquetWriter(parquet, batch.schema))
+                        pyarrow.parquet.ParquetWriter(parquet_path, batch.schema))
                 parquet_writer.write_table(batch)
     return rows
 

@@ -2,8 +2,8 @@
 
 Whoever reads the target sees the old file or the new one, never a part of either, whatever
 happens during the write (kill -9, a full disk, power loss): SQLite's "atomic commit" by
-rename. Used for committed row segments, the run's ``job.json``, exported models and the
-report's pages.
+rename. Used for committed row segments, the run's ``job.json``, exported models, the
+report's pages and ``table``'s files.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +37,31 @@ def atomic_write(path: Path, content: bytes | Callable[[BinaryIO], object]) -> N
                 content(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    fsync_path(folder, directory=True)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` for a writer that opens files by name (pyarrow, a file
+    written in several steps): flushed and renamed over ``path`` when the block ends, removed if it
+    raises, so ``path`` holds the old file or the whole new one. A ``path`` that exists and is not
+    a regular file (``/dev/null``, a named pipe) is written in place."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        yield path
+        return
+    folder = path.parent if str(path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        fsync_path(Path(temporary))
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600
         os.replace(temporary, path)
     except BaseException:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from results_support import CLASSES, write
+from results_support import CLASSES, make_rows, write
 
 from scorer.cli.main import main
 from scorer.errors import ScorerUsageError
 from scorer.results.reader import read_arrays
+from scorer.results.schema import FileHeader
 from scorer.results.table import TableQuery, parse_condition, select, write_table
+from scorer.results.writer import write_results
 
 
 @pytest.fixture
@@ -127,3 +130,36 @@ def test_a_table_without_sort_is_written_in_chunks(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert rows == 60_000 and peak < 20e6, peak
+
+
+def test_a_bad_query_leaves_an_existing_output_untouched(results: Path, tmp_path: Path) -> None:
+    kept = tmp_path / "keep.csv"
+    kept.write_text("earlier table\n")
+    for where in ("color=red", "confidence>high"):
+        code, output = table(results, "--csv", kept, "--where", where)
+        assert code == 2, output
+        assert kept.read_text() == "earlier table\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.csv", "out.h5"]
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A name that is not UTF-8 in a later chunk cannot be written to Parquet: the command
+    fails and leaves neither a truncated file nor a temporary one."""
+    path = tmp_path / "out.h5"
+    columns = make_rows("probabilities", 12)
+    columns["path"][9] = os.fsdecode(b"x\xff.png")
+    header = FileHeader("probabilities", 3, 4, 11, True, True, CLASSES, {"model_sha256": "m"})
+    write_results(path, header, [columns], 12)
+    with pytest.raises(UnicodeEncodeError):
+        write_table(path, TableQuery(), csv=None, parquet=tmp_path / "t.parquet", chunk_rows=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]
+
+
+def test_a_table_can_go_to_a_device(results: Path) -> None:
+    assert write_table(results, TableQuery(), csv=os.devnull) == 12
+    assert Path(os.devnull).is_char_device()
+
+
+def test_top_must_be_positive(results: Path) -> None:
+    with pytest.raises(ScorerUsageError, match="--top must be at least 1"):
+        select(results, TableQuery(top=0))
