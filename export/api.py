@@ -16,7 +16,7 @@ import onnx
 
 from export.errors import ExportUsageError, UnsupportedModelError
 from export.options import ExportOptions, ExportResult
-from scorer.rundir.atomic import atomic_write
+from scorer.atomic import atomic_write
 
 ONNX_SUFFIXES = (".onnx",)
 
@@ -67,7 +67,7 @@ PROTOBUF_LIMIT = 2**31 - 1  # bytes: protobuf cannot serialise a larger message
 
 
 def save(model: onnx.ModelProto, destination: Path) -> None:
-    """Write atomically (:func:`scorer.rundir.atomic.atomic_write`): a reader sees the old file
+    """Write atomically (:func:`scorer.atomic.atomic_write`): a reader sees the old file
     or the whole new one."""
     size = serialized_size(model)
     if size > PROTOBUF_LIMIT:

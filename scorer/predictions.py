@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from scorer.atomic import fsync_path
 from scorer.errors import OutputError, ScorerUsageError
 from scorer.results import schema
 from scorer.results.reader import table_frame, table_map
 from scorer.results.schema import IMAGE_DIM, PASS_DIM, FileHeader
 from scorer.rundir import merge, segments
-from scorer.rundir.atomic import fsync_path
 from scorer.rundir.child import run_module
 from scorer.rundir.folder import check_output_path
 

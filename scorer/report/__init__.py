@@ -10,7 +10,7 @@ Modules: ``load`` (the file, through the one reader :mod:`scorer.results.reader`
 (per-row columns, streamed), ``numbers`` (pure metrics), ``analysis`` (sections and the JSON
 summary), ``figures`` (matplotlib), ``thumbs`` (galleries), ``page`` (HTML), ``api``
 (:func:`write_report`). The command is :mod:`scorer.cli.report`. matplotlib is imported only when
-the page is drawn. May import :mod:`scorer.results`, :mod:`scorer.rundir.atomic` (writing the
+the page is drawn. May import :mod:`scorer.results`, :mod:`scorer.atomic` (writing the
 page), :mod:`scorer.contract` and :mod:`scorer.errors`.
 """
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scorer.atomic import atomic_write
 from scorer.report import figures as draw
 from scorer.report import page, plots, thumbs
 from scorer.report.analysis import MEASURE_TITLES, Analysis, analyse
@@ -13,7 +14,6 @@ from scorer.report.columns import read_table
 from scorer.report.errors import ReportUsageError
 from scorer.report.load import ResultsReader
 from scorer.report.options import ReportOptions, ReportSummary
-from scorer.rundir.atomic import atomic_write
 
 
 def default_html_path(results_path: Path) -> Path:
@@ -107,7 +107,7 @@ def render_figures(analysis: Analysis) -> dict[str, list[tuple[str, bytes]]]:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (:func:`scorer.rundir.atomic.atomic_write`)."""
+    """Write ``text`` to ``path`` atomically (:func:`scorer.atomic.atomic_write`)."""
     try:
         atomic_write(path, text.encode("utf-8"))
     except OSError as err:

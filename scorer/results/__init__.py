@@ -5,6 +5,6 @@
 ``reader`` opens, checks and reads them (arrays or a pandas table); ``compare`` compares two;
 ``table`` filters and exports one as CSV or Parquet.
 
-May import: :mod:`scorer.contract`, :mod:`scorer.errors`, h5py and numpy (pandas when a table is
-asked for). Nothing upstream: no images, no ONNX Runtime.
+May import: :mod:`scorer.contract`, :mod:`scorer.errors`, :mod:`scorer.atomic`, h5py and numpy
+(pandas when a table is asked for). Nothing upstream: no images, no ONNX Runtime.
 """

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from scorer.atomic import atomic_file
 from scorer.errors import ScorerUsageError
 from scorer.results.reader import open_results, read_results, table_columns
-from scorer.rundir.atomic import atomic_file
 
 OPERATORS = {"=": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge,
              "<": operator.lt, ">": operator.gt}

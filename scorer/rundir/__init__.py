@@ -5,6 +5,6 @@ atomic rename); ``segments`` commits rows as append-only files; ``merge`` writes
 results file in a child process started by ``child``; ``legacy`` imports an interrupted
 schema-1 run.
 
-May import: :mod:`scorer.results` (the file it writes), :mod:`scorer.errors`. Knows nothing of
-images, ONNX Runtime or metrics.
+May import: :mod:`scorer.results` (the file it writes), :mod:`scorer.atomic`, :mod:`scorer.errors`.
+Knows nothing of images, ONNX Runtime or metrics.
 """

@@ -37,11 +37,11 @@ from typing import Any
 
 import h5py
 
+from scorer.atomic import atomic_write, fsync_path
 from scorer.errors import OutputError
 from scorer.results.schema import FileHeader
 from scorer.results.stitch import source_files
 from scorer.rundir import legacy, merge, segments
-from scorer.rundir.atomic import atomic_write, fsync_path
 from scorer.rundir.child import ChildFailed, run_module
 from scorer.rundir.segments import Segment, SegmentWriter
 

@@ -3,7 +3,7 @@
 A segment holds consecutive result rows ``[start, stop)`` as an uncompressed ``.npz`` (a zip of
 ``.npy`` arrays, each with a CRC-32 that is checked when it is read). It is written to a temporary
 name, flushed to disk with ``fsync``, then renamed to ``<start>-<stop>.npz`` and the folder entry
-fsynced (:func:`scorer.rundir.atomic.atomic_write`). A file is never written again after its
+fsynced (:func:`scorer.atomic.atomic_write`). A file is never written again after its
 rename, so a process killed at any instant (SIGKILL, power loss, full disk) can only lose the
 segment it was writing: every committed row survives. This is the append-only, commit-by-rename
 design of SQLite's journal-less "atomic commit" and of git's object store.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scorer.atomic import atomic_write
 from scorer.errors import OutputError, OutputWriteError
-from scorer.rundir.atomic import atomic_write
 
 SEGMENT_NAME = re.compile(r"^(\d{12})-(\d{12})\.npz$")
 BUFFER_BYTES = 8 << 20

@@ -1,4 +1,4 @@
-"""scorer.rundir.atomic: a file is replaced whole or not at all."""
+"""scorer.atomic: a file is replaced whole or not at all."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scorer.rundir.atomic import atomic_write
+from scorer.atomic import atomic_write
 
 
 def test_bytes_and_writer_functions_replace_the_file(tmp_path: Path) -> None:
