@@ -26,24 +26,13 @@ def atomic_write(path: Path, content: bytes | Callable[[BinaryIO], object]) -> N
         OSError: The write, fsync or rename failed; the temporary file is removed and ``path`` is
             as it was.
     """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            if isinstance(content, bytes | bytearray | memoryview):
-                stream.write(content)
-            else:
-                content(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    fsync_path(folder, directory=True)
+    with _sibling(Path(path)) as (handle, _), os.fdopen(handle, "wb") as stream:
+        if isinstance(content, bytes | bytearray | memoryview):
+            stream.write(content)
+        else:
+            content(stream)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 @contextlib.contextmanager
@@ -56,12 +45,21 @@ def atomic_file(path: Path) -> Iterator[Path]:
     if path.exists() and not path.is_file():
         yield path
         return
-    folder = path.parent if str(path.parent) else Path(".")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    try:
+    with _sibling(path) as (handle, temporary):
+        os.close(handle)
         yield Path(temporary)
         fsync_path(Path(temporary))
+
+
+@contextlib.contextmanager
+def _sibling(path: Path) -> Iterator[tuple[int, str]]:
+    """A new temporary file beside ``path`` (its open descriptor and name): given the
+    permissions of a new file and renamed over ``path`` when the block ends, removed if it raises;
+    then the folder entry is flushed."""
+    folder = path.parent if str(path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        yield handle, temporary
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600
         os.replace(temporary, path)
     except BaseException:
