@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from scorer.results.matching import BLOCK_ROWS, Matching, digests, match_files, unmatched_paths
+from scorer.results.matching import Matching, digests, file_digests, match_files, unmatched_paths
 from scorer.results.reader import data_names, open_results, read_attrs, read_dataset, row_count
 
 EXACT_DATASETS = ("predicted_class", "status", "key", "label")
@@ -174,9 +174,7 @@ class FilePair:
                        read_dataset(self.new, name, start, stop))
             return
         strings = read_dataset(self.new, name, 0, 1).dtype == object
-        new_values = (np.concatenate([digests(read_dataset(self.new, name, s, s + BLOCK_ROWS))
-                                      for s in range(0, row_count(self.new), BLOCK_ROWS)] or
-                                     [digests([])]) if strings else read_dataset(self.new, name))
+        new_values = file_digests(self.new, name) if strings else read_dataset(self.new, name)
         for start, stop, ref_rows, new_rows in matching.blocks(row_count(self.ref)):
             if len(ref_rows):
                 ref_values = read_dataset(self.ref, name, start, stop)[ref_rows - start]

@@ -110,10 +110,12 @@ def match_rows(ref_paths: Iterable[str], new_paths: Iterable[str]) -> tuple[np.n
     return match_digests(digests(ref_paths), digests(new_paths))
 
 
-def path_blocks(file: h5py.File, block_rows: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
+def blocks_of(file: h5py.File, name: str = "path",
+              block_rows: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
+    """The rows of dataset ``name`` in blocks of ``block_rows`` (strings as ``str``)."""
     rows = row_count(file)
     for start in range(0, rows, block_rows):
-        yield read_dataset(file, "path", start, start + block_rows)
+        yield read_dataset(file, name, start, start + block_rows)
 
 
 def same_paths(ref_file: h5py.File, new_file: h5py.File) -> bool:
@@ -121,14 +123,14 @@ def same_paths(ref_file: h5py.File, new_file: h5py.File) -> bool:
     if row_count(ref_file) != row_count(new_file):
         return False
     return all(np.array_equal(ref, new) for ref, new in
-               zip(path_blocks(ref_file), path_blocks(new_file), strict=True))
+               zip(blocks_of(ref_file), blocks_of(new_file), strict=True))
 
 
-def file_digests(file: h5py.File) -> np.ndarray:
-    """The digests of every path of ``file``, read in blocks."""
+def file_digests(file: h5py.File, name: str = "path") -> np.ndarray:
+    """The digests of every value of the string dataset ``name`` of ``file``, read in blocks."""
     found = np.empty(row_count(file), dtype=f"S{DIGEST_BYTES}")
     start = 0
-    for block in path_blocks(file):
+    for block in blocks_of(file, name):
         found[start:start + len(block)] = digests(block)
         start += len(block)
     return found
