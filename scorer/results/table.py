@@ -152,7 +152,8 @@ def write_table(path: Path, query: TableQuery, csv: str | Path | None = "-",
                                                 encoding="utf-8", newline=""))
         parquet_path = stack.enter_context(atomic_file(Path(parquet))) if parquet else None
         parquet_writer = None
-        for first, frame in enumerate_first(frames):
+        for index, frame in enumerate(frames):
+            first = index == 0
             rows += len(frame)
             if csv == "-":
                 text = frame.to_csv(index=False, header=first)
@@ -173,9 +174,3 @@ def write_table(path: Path, query: TableQuery, csv: str | Path | None = "-",
                         pyarrow.parquet.ParquetWriter(parquet_path, batch.schema))
                 parquet_writer.write_table(batch)
     return rows
-
-
-def enumerate_first(frames):
-    """``(is_first, frame)`` for each frame."""
-    for index, frame in enumerate(frames):
-        yield index == 0, frame
