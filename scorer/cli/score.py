@@ -80,6 +80,9 @@ EXIT_SOME_FAILED = 3
               help="With --ray: GPUs per actor.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=None,
               help="With --ray: images per shard. [default: about 4 shards per worker, 256..8192]")
+@click.option("--ray-restart-wait", type=click.FloatRange(min=0, min_open=True),
+              default=300.0, show_default=True, help="With --ray: seconds an actor may take to "
+              "start or come back after it died before it is given up.")
 @click.option("--consolidate", is_flag=True,
               help="With --ray: copy the parts into one plain OUT (default: stitch them; the "
                    "parts stay in OUT.parts/).")
@@ -92,7 +95,8 @@ def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
                   decode_processes: bool | None, decoder: str, max_memory_mb: int, max_pixels: int,
                   max_file_mb: int, max_image_mb: int, no_draft: bool, commit_seconds: float,
                   ray_address: str | None, ray_workers: int | None, ray_cpus_per_worker: float,
-                  ray_gpus_per_worker: float, shard_size: int | None, consolidate: bool, quiet: bool,
+                  ray_gpus_per_worker: float, shard_size: int | None, ray_restart_wait: float,
+                  consolidate: bool, quiet: bool,
                   json_summary: bool) -> None:
     """Score every image under IMAGES with MC dropout and write the uncertainty to OUT.h5.
 
@@ -138,7 +142,8 @@ def score_command(images: Path, out: Path, model: Path, passes: int, seed: int,
             from scorer.distributed.driver import RayOptions, score_on_ray
 
             ray_options = RayOptions(ray_address, ray_workers, ray_cpus_per_worker,
-                                     ray_gpus_per_worker, shard_size, consolidate=consolidate)
+                                     ray_gpus_per_worker, shard_size,
+                                     restart_wait=ray_restart_wait, consolidate=consolidate)
             summary = score_on_ray(source, out, model, options, ray_options, progress=reporter,
                                    on_start=announce)
     finally:

@@ -5,8 +5,9 @@ The input list (discovery as in a local run: same order, same filters) is cut in
 :func:`scorer.scoring.score` in a Ray actor that keeps one ONNX Runtime session
 (:mod:`scorer.distributed.worker`), with the run's crash safety: rows are committed as they are
 scored. A worker that dies (SIGKILL, a lost node) is restarted by Ray and its shard is given out
-again; the new attempt resumes from the shard's committed rows, so the result is the same. A shard
-that fails more than ``retries`` times stops the run with an error naming it; everything done so
+again once an actor is back (:mod:`scorer.distributed.scheduler`); the new attempt resumes from
+the shard's committed rows, so the result is the same. A shard that fails more than ``retries``
+times, or a run left without a worker, stops with an error naming the shards; everything done so
 far stays for ``--resume``, and nothing is dropped. The parts are then stitched into ``OUT`` with
 HDF5 virtual datasets (relative paths) or, with ``consolidate``, copied into one plain file.
 """
@@ -15,15 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scorer.distributed.shards import Shard, plan_shards, rows_committed, shard_rows
-from scorer.distributed.worker import ShardWorker, UnreadableShard
+from scorer.distributed.scheduler import Scheduler, ShardsFailed, death_reason
+from scorer.distributed.shards import plan_shards, rows_committed, shard_rows
+from scorer.distributed.worker import ShardWorker
 from scorer.errors import ScoreInterrupted, ScorerError, ScorerUsageError
 from scorer.images.listing import ImageRef
 from scorer.model.session import open_session
@@ -41,11 +41,7 @@ from scorer.scoring import (
     summarize,
 )
 
-POLL_SECONDS = 1.0
-
-
-class ShardsFailed(ScorerError):
-    """Shards failed more often than allowed; the finished ones are kept for ``--resume``."""
+DEFAULT_RESTART_WAIT = 300.0  # seconds an actor may take to start or restart
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,12 @@ class RayOptions:
             decoders on a GPU.
         gpus_per_worker: GPUs per actor (0: CPU only).
         shard_rows: Images per shard; default from the number of images and workers.
-        retries: Attempts per shard after the first, when its worker dies or it fails.
+        retries: Attempts per shard after the first, when its worker dies or it fails; only
+            attempts that ran on a live actor count (not the calls Ray refuses while it
+            restarts one).
+        restart_wait: Seconds an actor may take to start, or to come back after it died, before
+            it is given up (the run goes on with the others; with none left it stops, naming
+            the shards not done).
         consolidate: Copy the parts into one plain OUT instead of stitching them.
     """
 
@@ -70,6 +71,7 @@ class RayOptions:
     gpus_per_worker: float = 0.0
     shard_rows: int | None = None
     retries: int = 3
+    restart_wait: float = DEFAULT_RESTART_WAIT
     consolidate: bool = False
 
 
@@ -114,8 +116,9 @@ def score_on_ray(
                 on_start(Started(where, setup.plan, len(refs), resumed, notes))
             with interruptible():
                 try:
-                    scheduler = Scheduler(ray, ray_options, workers, model, options, refs, parts,
-                                          has_labels, progress)
+                    actors = start_actors(ray, ray_options, workers, model, options)
+                    scheduler = Scheduler(ray, actors, refs, parts, has_labels,
+                                          ray_options.retries, ray_options.restart_wait, progress)
                     retried = scheduler.run(todo, finished)
                     run.finish({"end_time": now(), **scheduler.provider_attrs()},
                                [(parts[s.index], len(s)) for s in shards],
@@ -161,96 +164,17 @@ def worker_count(ray, ray_options: RayOptions) -> int:
     return max(1, count)
 
 
-class Scheduler:
-    """Gives shards to actors, retries the shards of dead or failing workers, reports progress."""
-
-    def __init__(self, ray, ray_options: RayOptions, workers: int, model: Path,
-                 options: ScoreOptions, refs: Sequence[ImageRef], parts: dict[int, Path],
-                 has_labels: bool, progress: Progress | None) -> None:
-        self.ray, self.ray_options, self.refs, self.parts = ray, ray_options, refs, parts
-        self.has_labels, self.progress = has_labels, progress
-        threads, decode = worker_threads(ray_options, options.workers)
-        actor = ray.remote(num_cpus=ray_options.cpus_per_worker,
-                           num_gpus=ray_options.gpus_per_worker, max_restarts=-1)(ShardWorker)
-        worker_options = dataclasses.replace(
-            options, workers=decode, device=worker_device(options.device, ray_options.gpus_per_worker))
-        self.actors = [actor.remote(str(Path(model).absolute()), worker_options, threads)
-                       for _ in range(workers)]
-        self.done_rows = 0
-        self.providers: Counter[str] = Counter()  # what the workers ran on, counted per shard
-
-    def run(self, todo: list[Shard], finished_rows: int = 0) -> int:
-        """Score every shard of ``todo``; returns the number of retried attempts.
-
-        ``finished_rows``: rows of the shards finished before (for the progress figures).
-        """
-        ray = self.ray
-        queue, idle, running = deque(todo), list(self.actors), {}
-        attempts: Counter[int] = Counter()
-        failed: list[str] = []
-        self.done_rows = finished_rows
-        try:
-            while queue or running:
-                while queue and idle:
-                    shard, actor = queue.popleft(), idle.pop()
-                    ref = actor.score_shard.remote(list(self.refs[shard.start:shard.stop]),
-                                                   str(self.parts[shard.index]), self.has_labels)
-                    running[ref] = (actor, shard)
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
-                for ref in ready:
-                    actor, shard = running.pop(ref)
-                    idle.append(actor)
-                    error = self._outcome(ref)
-                    if error is None:
-                        self.done_rows += len(shard)
-                    elif attempts[shard.index] < self.ray_options.retries:
-                        attempts[shard.index] += 1
-                        queue.appendleft(shard)
-                    else:
-                        failed.append(f"shard {shard.index} (images {shard.start}-{shard.stop - 1},"
-                                      f" first {self.refs[shard.start].path}): {error}")
-                self._report(running)
-        finally:
-            for actor in self.actors:
-                ray.kill(actor, no_restart=True)
-        if failed:
-            raise ShardsFailed(f"{len(failed)} shards failed after {self.ray_options.retries} "
-                               f"retries; the others are kept, run again with --resume: "
-                               + "; ".join(failed))
-        return sum(attempts.values())
-
-    def provider_attrs(self) -> dict[str, str]:
-        """The output's ``execution_provider`` as the workers ran it (not the driver's CPU), and
-        how many shards (scored in this run) ran on each provider."""
-        if not self.providers:
-            return {}
-        names = sorted(self.providers)
-        provider = names[0] if len(names) == 1 else "mixed: " + ", ".join(names)
-        return {"execution_provider": provider,
-                "shard_providers": ", ".join(f"{n}: {self.providers[n]}" for n in names)}
-
-    def _outcome(self, ref) -> str | None:
-        """None if the shard is done, else why it is not (a dead worker, or its error)."""
-        exceptions = self.ray.exceptions
-        try:
-            provider = self.ray.get(ref)
-        except exceptions.RayTaskError as error:
-            cause = getattr(error, "cause", None)
-            if isinstance(cause, UnreadableShard):
-                raise cause from None
-            return f"{type(cause).__name__ if cause else 'error'}: {cause or error}"
-        except (exceptions.RayActorError, exceptions.WorkerCrashedError) as error:
-            return f"its worker died ({type(error).__name__}{death_reason(error)})"
-        if provider:
-            self.providers[provider] += 1
-        return None
-
-    def _report(self, running: dict) -> None:
-        if self.progress is None:
-            return
-        busy = sum(min(len(shard), rows_committed(self.parts[shard.index]))
-                   for _, shard in running.values())
-        self.progress(min(len(self.refs), self.done_rows + busy), len(self.refs), 0)
+def start_actors(ray, ray_options: RayOptions, workers: int, model: Path,
+                 options: ScoreOptions) -> list:
+    """``workers`` actors (:class:`ShardWorker`), each opening its own session; Ray restarts one
+    that dies, without limit (the scheduler bounds the wait)."""
+    threads, decode = worker_threads(ray_options, options.workers)
+    actor = ray.remote(num_cpus=ray_options.cpus_per_worker,
+                       num_gpus=ray_options.gpus_per_worker, max_restarts=-1)(ShardWorker)
+    worker_options = dataclasses.replace(
+        options, workers=decode, device=worker_device(options.device, ray_options.gpus_per_worker))
+    return [actor.remote(str(Path(model).absolute()), worker_options, threads)
+            for _ in range(workers)]
 
 
 def worker_device(device: str, gpus_per_worker: float) -> str:
@@ -274,13 +198,5 @@ def worker_threads(ray_options: RayOptions, workers: int | None) -> tuple[int, i
     return cpus, 1 if workers is None else workers
 
 
-def death_reason(error: Exception) -> str:
-    """The last line of a dead actor's error that names an exception (a CUDA error in its
-    constructor, say), as ``": ..."``; empty when there is none."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line)]
-    return f": {named[-1][:300]}" if named else ""
-
-
-__all__ = ["RayOptions", "ShardsFailed", "death_reason", "score_on_ray", "worker_device",
-           "worker_threads"]
+__all__ = ["DEFAULT_RESTART_WAIT", "RayOptions", "ShardsFailed", "death_reason", "score_on_ray",
+           "start_actors", "worker_device", "worker_threads"]

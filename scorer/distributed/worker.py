@@ -32,6 +32,10 @@ class ShardWorker:
         self.session = open_session(Path(model), options.device, threads, tf32=options.tf32,
                                     max_memory_mb=options.max_memory_mb)
 
+    def ping(self) -> str:
+        """An answer once the actor is up (its session open): the host it runs on."""
+        return socket.gethostname()
+
     def score_shard(self, refs: list[ImageRef], part: str, has_labels: bool) -> str:
         """Score ``refs`` into the part file ``part`` (a no-op if it is already complete); the
         provider the worker runs on.

@@ -7,7 +7,11 @@ One cluster (``ray.init(num_cpus=2)``) serves the module; starting it takes 5-10
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from PIL import Image
 
 from scorer.cli.main import main
 from scorer.distributed.driver import RayOptions, score_on_ray
+from scorer.distributed.scheduler import ShardsFailed
 from scorer.distributed.shards import rows_committed
 from scorer.distributed.worker import UnreadableShard
 from scorer.errors import OutputError, ScoreInterrupted
@@ -124,17 +129,66 @@ def kill_a_worker_once_rows_are_committed(out: Path, killed: list[int]) -> None:
         time.sleep(0.01)
 
 
-def test_a_killed_worker_is_replaced_and_the_result_is_identical(images, local_run, tmp_path):
-    out = tmp_path / "killed.h5"
+@pytest.fixture
+def busy_machine():
+    """Three processes spinning beside the test, as on a loaded batch node (2 cores here): Ray
+    then takes seconds to restart a killed actor."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    yield
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
+
+
+def run_with_a_kill(images, model: Path, out: Path, ray_options: RayOptions):
     killed: list[int] = []
     killer = threading.Thread(target=kill_a_worker_once_rows_are_committed, args=(out, killed))
     killer.start()
     slow = ScoreOptions(**{**OPTIONS.__dict__, "passes": 40, "batch_size": 2})
-    summary = score_on_ray(images, out, MODEL, slow, RayOptions(workers=2, shard_rows=60))
-    killer.join()
-    assert killed, "no worker was killed: the run ended first"
+    try:
+        return score_on_ray(images, out, model, slow, ray_options)
+    finally:
+        killer.join()
+        assert killed, "no worker was killed: the run ended first"
+
+
+def test_a_killed_worker_is_replaced_and_the_result_is_identical(images, local_run, tmp_path):
+    out = tmp_path / "killed.h5"
+    summary = run_with_a_kill(images, MODEL, out, RayOptions(workers=2, shard_rows=60))
     assert any("retried" in warning for warning in summary.warnings), summary.warnings
     assert_equal_results(local_run, out)
+
+
+def test_a_killed_worker_on_a_busy_machine_is_waited_for(images, local_run, tmp_path, busy_machine):
+    """One worker and no retry to spare beyond the one the kill costs: the shard must wait for
+    the restart (the calls Ray refuses meanwhile must not use up its retries)."""
+    out = tmp_path / "busy.h5"
+    summary = run_with_a_kill(images, MODEL, out, RayOptions(workers=1, shard_rows=60, retries=1))
+    assert "1 shard attempts were retried" in summary.warnings
+    assert_equal_results(local_run, out)
+
+
+def test_a_worker_that_cannot_restart_ends_the_run_naming_the_shard(images, tmp_path):
+    model = tmp_path / "model.onnx"
+    shutil.copy(MODEL, model)
+    out = tmp_path / "gone.h5"
+    moved = threading.Thread(target=lambda: (wait_for_rows(out), model.unlink()))
+    moved.start()  # the model goes away before the kill: the restart's constructor fails
+    with pytest.raises(ShardsFailed) as caught:
+        run_with_a_kill(images, model, out, RayOptions(workers=1, shard_rows=60))
+    moved.join()
+    message = str(caught.value)
+    assert re.search(r"shard \d \(images \d+-\d+, first c\d/\d+.png\): no worker left \(worker 0: "
+                     r"ActorDiedError: .*model.onnx' does not exist", message), message
+    assert "run again with --resume" in message
+    assert any(rows_committed(p.with_suffix("")) for p in parts_path(out).glob("*.h5.parts"))
+
+
+def wait_for_rows(out: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            rows_committed(p.with_suffix("")) for p in parts_path(out).glob("*-part-*.h5.parts")):
+        time.sleep(0.005)
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(images, local_run, tmp_path):
