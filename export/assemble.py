@@ -146,6 +146,7 @@ def run_validation(reference: validate.Reference, found: Inspection, graph: Grap
     check = validate.Validation(
         reference, found.head, graph.sites, validation_images(found, options.validation_seed),
         options.validation_seed, footprint, memory.Budget(options.max_memory), options.tolerance)
+    check.measure_floor(graph.masked)
     validate.check_conversion(graph.masked, check)
     validate.check_masks(final, check)
     validate.check_statistics(final, check, options.validation_passes)

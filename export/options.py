@@ -11,7 +11,7 @@ import onnx
 from export.errors import ExportUsageError
 from scorer.contract import LAYOUTS, DropoutSite, ModelMetadata, Preprocessing
 
-ATOL = 1e-5  # absolute and relative tolerance of the exact-parity checks (ExportOptions.tolerance)
+ATOL = 1e-5  # the least tolerance of the exact-parity checks (see export.checks.noise)
 HEADS = ("softmax", "sigmoid", "multilabel", "linear")
 PRESETS = {
     # torchvision's ImageNet models: pixels / 255, then ImageNet's mean and std per channel
@@ -39,7 +39,7 @@ class ExportOptions:
     validate: bool = True
     validation_passes: int = 200
     validation_seed: int = 0
-    tolerance: float = ATOL
+    tolerance: float | None = None  # None: from the measured float32 noise floor, at least ATOL
     max_memory: int = 2048  # MB of working memory per validation call
     head: str | None = None  # ONNX graphs ending in logits: softmax | sigmoid | multilabel | linear
     layout: str | None = None  # ONNX graphs: NCHW | NHWC, when the input shape does not tell

@@ -306,7 +306,7 @@ def test_failed_validation_is_exit_1_and_writes_nothing(files, tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-def _always_fail(what, got, want, report, tolerance=None, source="Keras"):
+def _always_fail(what, got, want, report, tolerance=None, source="Keras", why=""):
     from export.errors import ValidationError
 
     raise ValidationError(f"{what}: the exported graph does not reproduce the Keras model")
