@@ -27,7 +27,7 @@ def test_nchw_logits_with_head_softmax():
     assert (meta.source_format, meta.producer) == ("onnx", "onnx_graphs")
     assert [s.path for s in meta.dropout_sites] == ["drop0"]
     assert meta.dropout_sites[0].mask_shape == (12,) and meta.dropout_sites[0].rate == 0.5
-    assert len(result.report) == 3 and "head: Softmax appended" in " ".join(result.rewrites)
+    assert len(result.report) == 4 and "head: Softmax appended" in " ".join(result.rewrites)
 
 
 def test_nhwc_input_is_read_as_nhwc():

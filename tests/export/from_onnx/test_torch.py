@@ -72,7 +72,7 @@ def test_export_records_the_source(name, exported):
     assert meta.source_format == "onnx" and meta.producer.startswith("pytorch 2.")
     assert meta.layout == "NCHW" and meta.trunk == "cached"
     assert {"onnx", "onnxruntime"} <= set(meta.versions) and "tensorflow" not in meta.versions
-    assert len(exported[name].report) == 3  # the three checks ran and passed
+    assert len(exported[name].report) == 4  # the tolerance and the three checks, passed
     assert onnx.load_from_string(exported[name].model.SerializeToString()).graph.node
 
 
@@ -185,7 +185,8 @@ def test_cli(tmp_path):
                                        "--class-names", "a,b,c,d,e"])
     assert result.exit_code == 0, result.output
     assert "--preprocessing torchvision" in result.output
-    assert result.output.count("validated:") == 3
+    assert result.output.count("validated:") == 4  # the tolerance and the three checks
+    assert "validated: tolerance of the exact checks: 1e-05" in result.output
     result = CliRunner().invoke(main, [str(TORCH / "cnn.onnx"), str(tmp_path / "x.onnx"),
                                        "--head", "softmax", "--mc-layers", "nope"])
     assert result.exit_code == 2 and "/drop/Dropout (Dropout 0.3)" in result.output
