@@ -16,7 +16,7 @@ from export.checks.site_report import SiteReport, site_report
 from export.errors import ExportError, ExportUsageError, UnsupportedModelError
 from export.options import ExportOptions, ExportResult, Inspection
 from export.rewrites import prune, reduce, stochastic
-from scorer.contract import DropoutSite, ModelMetadata
+from scorer.contract import DENSE_SCHEMA_VERSION, DropoutSite, ModelMetadata
 
 IR_VERSION = 8  # the lowest that opset 17 allows; onnxruntime 1.31 reads IR <= 13
 VALIDATION_IMAGES = 4
@@ -97,7 +97,8 @@ def make_final(graph: Graph, found: Inspection, trunk: str) -> tuple[onnx.ModelP
             trunk = "input"
     final = graph.masked
     for rewrite in (lambda m: stochastic.make_stochastic(m, graph.sites, trunk, ranks),
-                    lambda m: reduce.add_outputs(m, found.head.activation, found.head.width)):
+                    lambda m: reduce.add_outputs(m, found.head.activation, found.head.width,
+                                                     found.head.spatial)):
         final, changes = rewrite(final)
         if not changes:  # both must change the graph: an unchanged one would not sample
             raise ExportError("a graph rewrite of the export changed nothing; please report it")
@@ -128,6 +129,8 @@ def make_metadata(found: Inspection, graph: Graph, final: onnx.ModelProto, optio
         preprocessing_origin=found.choice.origin, built_in_preprocessing=found.choice.built_in,
         mc_layers=options.mc_layers, per_pass_share=round(report.per_pass_share, 4),
         source_format=found.source_format, producer=found.producer,
+        **({"map_shape": found.head.spatial, "schema_version": DENSE_SCHEMA_VERSION}
+           if found.head.spatial else {}),
     )
 
 

@@ -80,12 +80,14 @@ class ExportResult:
 @dataclass
 class Head:
     """The output the graph reports: its index among the model's outputs, its name, the
-    activation read from it (``softmax``, ``sigmoid`` or ``linear``) and its width."""
+    activation read from it (``softmax``, ``sigmoid`` or ``linear``), its width (units, or
+    channels per pixel) and, for dense outputs, its spatial size ``(H, W)`` (channels last)."""
 
     index: int
     name: str
     activation: str
     width: int
+    spatial: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ inputs
     ``seed``        int64 scalar, ``0 <= seed < 2**63``.
     ``pass_start``  int64 scalar, index of the first pass computed by this call.
     ``pass_count``  int64 scalar, number of passes ``T`` computed by this call.
-outputs
+outputs (a dense model, ``map_shape`` ``(H, W)``: every ``C`` below is ``H, W, C``, channels
+last whatever the source's layout, and ``entropy_sum`` is ``[N, H, W]``; statistics per pixel)
     ``passes``       float32 ``[N, T, C]``: per-pass probabilities (``output_kind == "probabilities"``)
                      or raw values (``"values"``).
     ``pass_sum``     float32 ``[N, C]``: sum over the T passes.
@@ -47,10 +48,13 @@ import numpy as np
 
 METADATA_KEY = "mcd_score"
 SCHEMA_VERSION = 3
-READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+DENSE_SCHEMA_VERSION = 4
+READABLE_SCHEMA_VERSIONS = (1, 2, 3, 4)
 """Version 2 added ``preprocessing_origin``, ``built_in_preprocessing``, ``mc_layers``,
 ``per_pass_share`` and the sites' ``layer_class``, ``path`` and ``drop_path``; version 3 added
-``source_format`` (``keras`` or ``onnx``) and ``producer``; older files read with their defaults."""
+``source_format`` (``keras`` or ``onnx``) and ``producer``; version 4 added ``map_shape`` (dense
+outputs), written only by dense models so that a scorer that cannot read their maps refuses them;
+older files read with their defaults."""
 RETIRED_FIELDS = ("input_name", "input_dtype")
 """Fields older exports wrote with constant values (``images``, ``float32``); ignored on reading."""
 
@@ -204,7 +208,18 @@ class ModelMetadata:
     per_pass_share: float | None = None
     source_format: str = "keras"
     producer: str = ""
+    map_shape: tuple[int, ...] | None = None  # dense outputs: (H, W) of the per-pixel output
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def dense(self) -> bool:
+        """Whether the graph's outputs are per-pixel maps (segmentation, dense regression)."""
+        return self.map_shape is not None
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """One image's output without the passes: ``(C,)``, or ``(H, W, C)`` for dense models."""
+        return (*(self.map_shape or ()), self.num_outputs)
 
     def check(self) -> None:
         """Raise :class:`MetadataError` if the metadata is inconsistent."""
@@ -227,6 +242,9 @@ class ModelMetadata:
         if self.preprocessing_origin not in PREPROCESSING_ORIGINS:
             raise MetadataError(f"preprocessing_origin {self.preprocessing_origin!r} is not one of "
                                 f"{PREPROCESSING_ORIGINS}")
+        if self.map_shape is not None and (
+                len(self.map_shape) != 2 or any(int(d) < 1 for d in self.map_shape)):
+            raise MetadataError(f"map_shape must be (height, width), got {self.map_shape}")
         if self.per_pass_share is not None and not 0.0 <= self.per_pass_share <= 1.0:
             raise MetadataError(f"per_pass_share must lie in [0, 1], got {self.per_pass_share}")
         self.preprocessing.check()
@@ -264,7 +282,9 @@ class ModelMetadata:
             )
             names = data.pop("class_names", None)
             patterns = data.pop("mc_layers", None)
+            map_shape = data.pop("map_shape", None)
             meta = cls(
+                map_shape=tuple(map_shape) if map_shape is not None else None,
                 preprocessing=Preprocessing(**pre),
                 dropout_sites=sites,
                 class_names=tuple(names) if names is not None else None,

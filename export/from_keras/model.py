@@ -83,13 +83,21 @@ def find_head(model: keras.Model, output: str | None) -> Head:
             f"the model has no output {output!r}; its outputs are: {', '.join(names)}"
         )
     tensor = outputs[index]
-    if len(tensor.shape) != 2:
+    shape = tuple(tensor.shape)
+    if len(shape) not in (2, 4):
         raise UnsupportedModelError(
-            f"output {names[index]!r} has shape {tuple(tensor.shape)}; mcd-export supports "
-            "classifier or regression heads of shape (batch, units)"
+            f"output {names[index]!r} has shape {shape}; mcd-export supports classifier or "
+            "regression heads of shape (batch, units) and dense outputs of shape (batch, height, "
+            "width, channels)"
+        )
+    if len(shape) == 4 and any(d is None for d in shape[1:]):
+        raise UnsupportedModelError(
+            f"dense output {names[index]!r} has shape {shape}: its size does not follow from the "
+            "model's input; build the model with a fixed input size (keras.Input((H, W, C)))"
         )
     layer = tensor._keras_history.operation
-    return Head(index, names[index], _activation(layer), int(tensor.shape[-1]))
+    return Head(index, names[index], _activation(layer), int(shape[-1]),
+                tuple(int(d) for d in shape[1:-1]))
 
 
 def _output_name(tensor) -> str:

@@ -85,7 +85,8 @@ def keras_dropout_passes(
     model: keras.Model, images: np.ndarray, head: Head, sites: Sequence[DropoutSite], passes: int,
     rows: int = 64,
 ) -> np.ndarray:
-    """Keras' own MC dropout, only the sites' layers in training mode: ``[N, T, width]``.
+    """Keras' own MC dropout, only the sites' layers in training mode: ``[N, T, width]``
+    (``[N, T, H, W, C]`` for dense outputs).
 
     Keras draws a mask per sample, so each image is repeated T times and the ``N * T`` rows run in
     calls of at most ``rows`` (the same as T separate passes), unless a ``noise_shape`` shares one
@@ -107,7 +108,8 @@ def keras_dropout_passes(
         total = len(images) * passes
         outs = [_call(model, images[np.arange(start, min(start + rows, total)) // passes], head)
                 for start in range(0, total, rows)]
-    return np.concatenate(outs).reshape(len(images), passes, -1)
+    out = np.concatenate(outs)
+    return out.reshape(len(images), passes, *out.shape[1:])
 
 
 def _chunked(model: keras.Model, images: np.ndarray, head: Head, rows: int) -> np.ndarray:

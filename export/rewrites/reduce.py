@@ -6,6 +6,10 @@ heads ``label_entropy_sum``, so that only ``[N, C]``-sized results need to leave
 passes are not saved. A sigmoid head with one unit becomes two classes ``[1 - p, p]``; a sigmoid head
 with several units is multi-label: C independent probabilities.
 
+A dense output (``spatial`` ``(H, W)``: ``[N*T, H, W, C]``, channels last) gets the same outputs
+per pixel: ``passes`` ``[N, T, H, W, C]``, ``pass_sum`` ``[N, H, W, C]``, ``entropy_sum``
+``[N, H, W]``; each pixel's sums are those of a classifier with that pixel's C outputs.
+
 Every sum over passes (or over passes and classes) is a MatMul with a ones row, never a ReduceSum,
 so an image's sums are bit-identical whatever the batch size (see :func:`_sum_rows`).
 """
@@ -43,9 +47,10 @@ def output_kind(activation: str, width: int) -> tuple[str, int]:
     return "values", width
 
 
-def add_outputs(model: onnx.ModelProto, activation: str, width: int) -> Rewrite:
+def add_outputs(model: onnx.ModelProto, activation: str, width: int,
+                spatial: tuple[int, ...] = ()) -> Rewrite:
     """Replace the ``[N*T, C]`` output of :func:`export.rewrites.stochastic.make_stochastic`'s graph by the
-    contract's outputs (see module docstring)."""
+    contract's outputs (see module docstring); ``[N*T, *spatial, C]`` for dense outputs."""
     result = copy_model(model)
     graph = result.graph
     (output,) = [o.name for o in graph.output]
@@ -53,22 +58,27 @@ def add_outputs(model: onnx.ModelProto, activation: str, width: int) -> Rewrite:
     b = GraphBuilder(graph, "mcd_out")
     rows = output
     if activation == "sigmoid" and width == 1:
-        rows = b.op("Concat", b.op("Sub", b.const([[1.0]], np.float32), output), output, axis=1)
-    shape = b.op("Concat", b.const([-1], np.int64), PASSES_1D, b.const([classes], np.int64),
-                 axis=0)
+        rows = b.op("Concat", b.op("Sub", b.const([[1.0]], np.float32), output), output,
+                    axis=len(spatial) + 1)
+    shape = b.op("Concat", b.const([-1], np.int64), PASSES_1D,
+                 b.const([*spatial, classes], np.int64), axis=0)
     passes = b.op_to(OUTPUT_PASSES, "Reshape", rows, shape)
-    total = _sum_over_passes(b, passes, OUTPUT_SUM)
+    item = [*spatial, classes]  # one image's output
+    total = _sum_over_passes(b, passes, OUTPUT_SUM, item)
     count = b.op("Cast", PASSES_1D, to=TensorProto.FLOAT)
     mean = b.op("Unsqueeze", b.op("Div", total, count), b.const([1], np.int64))
     deviation = b.op("Sub", passes, mean)
-    _sum_over_passes(b, b.op("Mul", deviation, deviation), OUTPUT_M2)
-    outputs = [(OUTPUT_PASSES, ["N", "T", classes]), (OUTPUT_SUM, ["N", classes]),
-               (OUTPUT_M2, ["N", classes])]
+    _sum_over_passes(b, b.op("Mul", deviation, deviation), OUTPUT_M2, item)
+    dims = ["N", *spatial, classes]
+    outputs = [(OUTPUT_PASSES, ["N", "T", *spatial, classes]), (OUTPUT_SUM, dims),
+               (OUTPUT_M2, dims)]
     if kind == "probabilities":
-        outputs += _probability_outputs(b, passes, classes)
+        outputs += (_probability_outputs(b, passes, classes) if not spatial
+                    else _dense_probability_outputs(b, passes, classes, spatial))
     elif kind == "multilabel":
-        _sum_over_passes(b, b.op("Neg", _bernoulli_plogp(b, passes)), OUTPUT_LABEL_ENTROPY_SUM)
-        outputs.append((OUTPUT_LABEL_ENTROPY_SUM, ["N", classes]))
+        _sum_over_passes(b, b.op("Neg", _bernoulli_plogp(b, passes)), OUTPUT_LABEL_ENTROPY_SUM,
+                         item)
+        outputs.append((OUTPUT_LABEL_ENTROPY_SUM, dims))
     if [name for name, _ in outputs[1:]] != list(STATISTICS[kind]):  # the contract's statistics
         raise ValueError(f"{kind} outputs {[n for n, _ in outputs[1:]]} differ from the "
                          f"contract's {list(STATISTICS[kind])}")
@@ -77,7 +87,25 @@ def add_outputs(model: onnx.ModelProto, activation: str, width: int) -> Rewrite:
     for name, dims in outputs:
         graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
     topological_sort(graph)
-    return Rewrite(result, [f"{kind} outputs: {', '.join(name for name, _ in outputs)}"])
+    where = f" per pixel ({'x'.join(map(str, spatial))})" if spatial else ""
+    return Rewrite(result, [f"{kind} outputs{where}: {', '.join(name for name, _ in outputs)}"])
+
+
+def _dense_probability_outputs(b: GraphBuilder, passes: str, classes: int,
+                               spatial: tuple[int, ...]) -> list[tuple[str, list]]:
+    """Per pixel: ``entropy_sum`` ``[N, H, W]`` and ``votes`` ``[N, H, W, C]``."""
+    pixels = int(np.prod(spatial))
+    plogp = b.op("Reshape", _plogp(b, passes), b.const([0, 0, pixels, classes], np.int64))
+    per_pass = b.op("MatMul", plogp, b.const(np.ones((classes, 1)), np.float32))  # [N, T, P, 1]
+    per_pass = b.op("Reshape", per_pass, b.const([0, 0, pixels], np.int64))
+    total = _sum_rows(b, per_pass, PASSES_1D)  # [N, 1, P]
+    entropy = b.op("Neg", b.op("Reshape", total, b.const([-1, *spatial], np.int64)))
+    b.op_to(OUTPUT_ENTROPY_SUM, "Identity", entropy)
+    winner = b.op("ArgMax", passes, axis=-1, keepdims=1)
+    onehot = b.op("Cast", b.op("Equal", winner, b.const(np.arange(classes), np.int64)),
+                  to=TensorProto.FLOAT)
+    b.op_to(OUTPUT_VOTES, "ReduceSum", onehot, b.const([1], np.int64), keepdims=0)
+    return [(OUTPUT_ENTROPY_SUM, ["N", *spatial]), (OUTPUT_VOTES, ["N", *spatial, classes])]
 
 
 def _probability_outputs(b: GraphBuilder, passes: str, classes: int) -> list[tuple[str, list]]:
@@ -104,9 +132,14 @@ def _bernoulli_plogp(b: GraphBuilder, p: str) -> str:
     return b.op("Add", _plogp(b, p), _plogp(b, complement))
 
 
-def _sum_over_passes(b: GraphBuilder, values: str, output: str) -> str:
-    """Sum ``[N, T, C]`` over T into ``output`` ``[N, C]``, with the same result whatever N."""
-    return b.op_to(output, "Squeeze", _sum_rows(b, values, PASSES_1D), b.const([1], np.int64))
+def _sum_over_passes(b: GraphBuilder, values: str, output: str, item: list[int]) -> str:
+    """Sum ``[N, T, *item]`` over T into ``output`` ``[N, *item]``, the same whatever N."""
+    if len(item) == 1:
+        return b.op_to(output, "Squeeze", _sum_rows(b, values, PASSES_1D),
+                       b.const([1], np.int64))
+    flat = b.op("Reshape", values, b.const([0, 0, int(np.prod(item))], np.int64))
+    return b.op_to(output, "Reshape", _sum_rows(b, flat, PASSES_1D),
+                   b.const([-1, *item], np.int64))
 
 
 def _sum_rows(b: GraphBuilder, values: str, rows_1d: str) -> str:

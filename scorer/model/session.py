@@ -203,6 +203,11 @@ def open_session(model: Path | bytes, device: str = "auto", threads: int | None 
         metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map)
     except MetadataError as error:
         raise ModelError(f"{model}: {error}") from error
+    if metadata.dense:
+        raise ModelError(
+            f"{model}: a dense model (per-pixel outputs of {metadata.map_shape[0]}x"
+            f"{metadata.map_shape[1]}): mcd-export writes and validates these graphs, but this "
+            "mcd-score scores per-image outputs only and cannot write per-pixel maps yet")
     if metadata.schema_version < 2:
         with captured_stderr():
             session = _new_session(data, options, providers if provider == CUDA else [CPU], model,

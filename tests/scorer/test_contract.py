@@ -42,9 +42,19 @@ def test_new_fields_are_checked(exports):
     for field, value, message in (("preprocessing_origin", "guessed", "preprocessing_origin"),
                                   ("per_pass_share", 1.5, "per_pass_share"),
                                   ("source_format", "caffe", "source_format"),
-                                  ("schema_version", 4, "schema version 4")):
+                                  ("schema_version", 5, "schema version 5"),
+                                  ("map_shape", [32], "map_shape must be"),
+                                  ("map_shape", [32, 0], "map_shape must be")):
         with pytest.raises(MetadataError, match=message):
             ModelMetadata.from_json(json.dumps({**data, field: value}))
+
+
+def test_map_shape_reads_back_and_classifiers_have_none(exports):
+    meta = exports.get("mnist_cnn").metadata
+    assert meta.map_shape is None and not meta.dense and meta.output_shape == (meta.num_outputs,)
+    data = {**json.loads(meta.to_json()), "map_shape": [8, 6], "schema_version": 4}
+    dense = ModelMetadata.from_json(json.dumps(data))
+    assert dense.map_shape == (8, 6) and dense.output_shape == (8, 6, meta.num_outputs)
 
 
 def test_version_2_reads_with_the_defaults_of_version_3(exports):
