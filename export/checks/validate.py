@@ -8,13 +8,13 @@ The source is seen through a :class:`Reference`: Keras itself for Keras models
    (dropout off) within the tolerance.
 2. Masks: for a few passes, the final graph matches the reference with the same masks (computed by
    the numpy twin of the in-graph generator) applied at the same sites, within the tolerance.
+3. Statistics: passes differ, and the MC mean over many passes agrees with the reference's own
+   dropout-only MC mean within a statistical tolerance.
 
 The tolerance of checks 1 and 2 is the user's (``--tolerance``), else :data:`FACTOR` times the
 graph's float32 noise floor measured on the same images and masks (:mod:`export.checks.noise`),
 and never below 1e-5: differences of float rounding between the frameworks pass on every CPU,
 conversion errors, far above rounding, fail.
-3. Statistics: passes differ, and the MC mean over many passes agrees with the reference's own
-   dropout-only MC mean within a statistical tolerance.
 
 Every ONNX Runtime and reference call is sized by the memory budget (:mod:`export.checks.memory`).
 """
@@ -118,6 +118,11 @@ class Validation:
                     "below it)")
         return f"{self.bound:.2g} ({FACTOR:g} x the float32 noise floor {floor:.2g})"
 
+    def pass_masks(self, t: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Each site's ``(mul, add)`` of pass ``t``, from the numpy twin of the generator."""
+        return [mask_values_np(site, k, self.seed, np.array([t]))
+                for k, site in enumerate(self.sites)]
+
     def measure_floor(self, masked: onnx.ModelProto, pass_indices=MASK_PASSES) -> None:
         """Measure the noise floor of the converted graph on the checks' images, with the masks
         of checks 1 and 2 (all ones, and those of ``pass_indices``); a no-op when the user set
@@ -126,8 +131,7 @@ class Validation:
             return
         sets = [mask_feeds(self.sites, ones_masks)]
         for t in pass_indices:
-            values = [mask_values_np(site, k, self.seed, np.array([t]))
-                      for k, site in enumerate(self.sites)]
+            values = self.pass_masks(t)
             sets.append(mask_feeds(self.sites, lambda k, site, values=values: values[k]))
         self.floor = noise_floor(masked, self.images, sets, self.budget.graph_rows(self.footprint))
         self.report.add(f"tolerance of the exact checks: {self.why()}; float32 noise floor: the "
@@ -173,8 +177,7 @@ def check_masks(final: onnx.ModelProto, v: Validation, pass_indices=MASK_PASSES)
     for t in pass_indices:
         got = np.concatenate([run_passes(sess, v.images[i:i + rows], v.seed, t, 1)[:, 0]
                               for i in range(0, len(v.images), rows)])
-        muls, adds = zip(*(mask_values_np(site, k, v.seed, np.array([t]))
-                           for k, site in enumerate(v.sites)), strict=True)
+        muls, adds = zip(*v.pass_masks(t), strict=True)
         want = v.reference.with_masks(v.images, v.sites, muls, adds, v.reference_rows)
         want = as_classes(want, v.head.activation, v.head.width)
         worst = max(worst, _close(f"pass {t}: ONNX vs {v.reference.name} with the same masks",

@@ -99,8 +99,7 @@ def _dense_probability_outputs(b: GraphBuilder, passes: str, classes: int,
     per_pass = b.op("MatMul", plogp, b.const(np.ones((classes, 1)), np.float32))  # [N, T, P, 1]
     per_pass = b.op("Reshape", per_pass, b.const([0, 0, pixels], np.int64))
     total = _sum_rows(b, per_pass, PASSES_1D)  # [N, 1, P]
-    entropy = b.op("Neg", b.op("Reshape", total, b.const([-1, *spatial], np.int64)))
-    b.op_to(OUTPUT_ENTROPY_SUM, "Identity", entropy)
+    b.op_to(OUTPUT_ENTROPY_SUM, "Neg", b.op("Reshape", total, b.const([-1, *spatial], np.int64)))
     winner = b.op("ArgMax", passes, axis=-1, keepdims=1)
     onehot = b.op("Cast", b.op("Equal", winner, b.const(np.arange(classes), np.int64)),
                   to=TensorProto.FLOAT)

@@ -15,6 +15,7 @@ committed rows, so a retry never changes the result.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -172,9 +173,13 @@ class Scheduler:
         """The actor died: Ray restarts it (probe it until it is back), unless its constructor
         failed (a restart that cannot succeed: gone)."""
         if getattr(error, "actor_init_failed", False):
-            slot.state, slot.reason = "gone", f"{type(error).__name__}{death_reason(error)}"
+            self._gone(slot, f"{type(error).__name__}{death_reason(error)}")
             return
         slot.state, slot.since, slot.next_probe = "starting", self.clock(), 0.0
+
+    def _gone(self, slot: Slot, reason: str) -> None:
+        """Give the actor up: no shard goes to it again."""
+        slot.state, slot.reason = "gone", reason
 
     def _probe_starting(self) -> None:
         now = self.clock()
@@ -197,7 +202,7 @@ class Scheduler:
             return
         except (exceptions.RayActorError, exceptions.WorkerCrashedError) as error:
             if getattr(error, "actor_init_failed", False):
-                slot.state, slot.reason = "gone", f"{type(error).__name__}{death_reason(error)}"
+                self._gone(slot, f"{type(error).__name__}{death_reason(error)}")
             else:  # died again while restarting: Ray restarts it again
                 slot.next_probe = self.clock() + PROBE_SECONDS
             return
@@ -208,8 +213,7 @@ class Scheduler:
         now = self.clock()
         for slot in self.slots:
             if slot.state == "starting" and now - slot.since > self.restart_wait:
-                slot.state = "gone"
-                slot.reason = f"not started or restarted within {self.restart_wait:g} s"
+                self._gone(slot, f"not started or restarted within {self.restart_wait:g} s")
                 self.ray.kill(slot.actor, no_restart=True)
 
     def _next_event(self) -> float:
@@ -238,8 +242,6 @@ class Scheduler:
 def death_reason(error: Exception) -> str:
     """The last line of a dead actor's error that names an exception (a CUDA error in its
     constructor, say), as ``": ..."``; empty when there is none."""
-    import re
-
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line)]
     return f": {named[-1][:300]}" if named else ""
